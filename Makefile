@@ -1,0 +1,39 @@
+# docproc — the two commands that matter are `make run` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+DATA_DIR ?= ./data
+
+.PHONY: run test bench bootstrap build fmt lint clean
+
+## Start the broker on the embedded default (RocksDB in ./data, sync durability).
+run: bootstrap
+	$(CARGO) run --release -p docproc-server --bin docproc -- broker --data-dir $(DATA_DIR)
+
+## Install what is missing, then run every test (unit, property, engine, gRPC end to end, crash).
+test: bootstrap
+	$(CARGO) test --workspace --all-targets --no-fail-fast
+	$(CARGO) test --workspace --doc
+
+## Throughput and latency benchmarks (release build); prints one table.
+bench: bootstrap
+	$(CARGO) run --release -p docproc-benches --bin broker-bench
+
+## Lints as CI expects them.
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## RocksDB's build needs libclang (bindgen) and a C++ compiler.
+bootstrap:
+	@if ! command -v clang >/dev/null 2>&1 || ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1; then \
+		echo "bootstrap: installing clang and libclang-dev"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq clang libclang-dev >/dev/null; \
+	fi
+	@command -v $(CARGO) >/dev/null || { echo "bootstrap: cargo is required (https://rustup.rs)"; exit 1; }
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,90 @@
+//! `make bench`: broker throughput and latency over gRPC on loopback, with
+//! raw RocksDB as the peer measured in the same run. Prints one table.
+//!
+//! Environment: `BENCH_SCALE` (default 1.0) scales every message count;
+//! `BENCH_FLOW` sets the long-run message count (default 10,000,000).
+
+mod workloads;
+
+use std::time::Duration;
+
+/// Message payload size for every workload.
+pub(crate) const PAYLOAD: usize = 1024;
+
+/// One row of the result table.
+pub(crate) struct Row {
+    pub(crate) name: String,
+    pub(crate) messages: u64,
+    pub(crate) elapsed: Duration,
+    pub(crate) latency: Option<(Duration, Duration)>,
+    pub(crate) note: String,
+}
+
+impl Row {
+    fn rate(&self) -> f64 {
+        self.messages as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+fn scale() -> f64 {
+    std::env::var("BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0)
+}
+
+/// `n` scaled by `BENCH_SCALE`, at least 1.
+pub(crate) fn scaled(n: u64) -> u64 {
+    ((n as f64 * scale()) as u64).max(1)
+}
+
+fn fmt_ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+fn main() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let flow: u64 = std::env::var("BENCH_FLOW")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000_000);
+    let rows = rt.block_on(async {
+        let mut rows = Vec::new();
+        rows.extend(workloads::raw_rocksdb()?);
+        rows.push(workloads::produce(1, 64, scaled(60_000)).await?);
+        rows.push(workloads::produce(100, 8, scaled(500_000)).await?);
+        rows.push(workloads::consume_ack(scaled(200_000)).await?);
+        rows.push(workloads::latency(5_000, scaled(50_000)).await?);
+        rows.extend(workloads::flow(flow).await?);
+        rows.push(workloads::recovery(scaled(1_000_000)).await?);
+        anyhow::Ok(rows)
+    })?;
+    println!();
+    println!(
+        "payload {PAYLOAD} B, durability sync unless noted, gRPC on 127.0.0.1, {} cores",
+        num_cpus()
+    );
+    println!("| workload | messages | msgs/s | p50 ms | p99 ms | notes |");
+    println!("|---|---:|---:|---:|---:|---|");
+    for r in &rows {
+        let (p50, p99) = r
+            .latency
+            .map_or(("-".into(), "-".into()), |(a, b)| (fmt_ms(a), fmt_ms(b)));
+        println!(
+            "| {} | {} | {:.0} | {} | {} | {} |",
+            r.name,
+            r.messages,
+            r.rate(),
+            p50,
+            p99,
+            r.note
+        );
+    }
+    Ok(())
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

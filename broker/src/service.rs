@@ -1,0 +1,373 @@
+//! The gRPC service: a thin shell that validates requests and calls the engine.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use docproc_proto::broker::v1::{
+    self as pb, broker_server::BrokerServer, consume_request::Request as ConsumeKind,
+};
+use futures::Stream;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::engine::{Broker, MAX_LEASE_BATCH};
+
+/// Deliveries leased per engine call on a consume stream.
+const CONSUME_STEP: u64 = 256;
+
+/// Implements `docproc.broker.v1.Broker` over an engine.
+#[derive(Debug, Clone)]
+pub struct BrokerService {
+    broker: Broker,
+    /// Set when the server drains: open consume and watch streams and
+    /// waiting fetches end so that graceful shutdown can complete.
+    draining: Arc<watch::Sender<bool>>,
+}
+
+impl BrokerService {
+    /// A service over `broker`.
+    pub fn new(broker: Broker) -> Self {
+        Self {
+            broker,
+            draining: Arc::new(watch::channel(false).0),
+        }
+    }
+
+    /// Ends every open stream and waiting fetch; new ones end at once.
+    pub fn drain(&self) {
+        self.draining.send_replace(true);
+    }
+
+    fn drained(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.draining.subscribe();
+        async move {
+            let _ = rx.wait_for(|d| *d).await;
+        }
+    }
+
+    /// The tonic server for this service with the broker's size limits.
+    pub fn into_server(self) -> BrokerServer<Self> {
+        let limit = self.broker.config().max_request_bytes;
+        let encode = limit.max(self.broker.config().max_message_bytes * 2);
+        BrokerServer::new(self)
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(encode)
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::broker_server::Broker for BrokerService {
+    async fn produce(
+        &self,
+        req: Request<pb::ProduceRequest>,
+    ) -> Result<Response<pb::ProduceResponse>, Status> {
+        let out = self.broker.produce(req.into_inner().messages).await?;
+        Ok(Response::new(pb::ProduceResponse {
+            ids: out.iter().map(|p| p.0).collect(),
+            duplicate: out.iter().map(|p| p.1).collect(),
+        }))
+    }
+
+    type ConsumeStream = BoxStream<pb::Delivery>;
+
+    async fn consume(
+        &self,
+        req: Request<Streaming<pb::ConsumeRequest>>,
+    ) -> Result<Response<Self::ConsumeStream>, Status> {
+        let mut inbound = req.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("consume stream closed before subscribe"))?;
+        let Some(ConsumeKind::Subscribe(sub)) = first.request else {
+            return Err(Status::invalid_argument(
+                "the first consume message must be a subscribe",
+            ));
+        };
+        // Validates the queue name before the stream starts.
+        self.broker.ready_notify(&sub.queue)?;
+        let (tx, rx) = mpsc::channel(CONSUME_STEP as usize);
+        tokio::spawn(consume_loop(
+            self.broker.clone(),
+            sub,
+            inbound,
+            tx,
+            self.drained(),
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn fetch(
+        &self,
+        req: Request<pb::FetchRequest>,
+    ) -> Result<Response<pb::FetchResponse>, Status> {
+        let r = req.into_inner();
+        let max = (r.max as usize).clamp(1, MAX_LEASE_BATCH);
+        let fetch = self.broker.fetch(
+            &r.queue,
+            max,
+            &r.consumer_id,
+            Duration::from_millis(r.wait_ms),
+        );
+        let deliveries = tokio::select! {
+            got = fetch => got?,
+            _ = self.drained() => Vec::new(),
+        };
+        Ok(Response::new(pb::FetchResponse { deliveries }))
+    }
+
+    async fn ack(&self, req: Request<pb::AckRequest>) -> Result<Response<pb::AckResponse>, Status> {
+        let r = req.into_inner();
+        let cancelled = self.broker.ack(r.id, r.lease_token, r.result).await?;
+        Ok(Response::new(pb::AckResponse { cancelled }))
+    }
+
+    async fn nack(
+        &self,
+        req: Request<pb::NackRequest>,
+    ) -> Result<Response<pb::NackResponse>, Status> {
+        let r = req.into_inner();
+        let out = self
+            .broker
+            .nack(
+                r.id,
+                r.lease_token,
+                &r.error,
+                r.retry_delay_ms,
+                r.dead_letter,
+            )
+            .await?;
+        Ok(Response::new(out))
+    }
+
+    async fn extend(
+        &self,
+        req: Request<pb::ExtendRequest>,
+    ) -> Result<Response<pb::ExtendResponse>, Status> {
+        let r = req.into_inner();
+        let progress = r.has_progress.then_some(r.progress);
+        Ok(Response::new(
+            self.broker
+                .extend(r.id, r.lease_token, r.extend_ms, progress)
+                .await?,
+        ))
+    }
+
+    async fn cancel(
+        &self,
+        req: Request<pb::CancelRequest>,
+    ) -> Result<Response<pb::CancelResponse>, Status> {
+        let state = self.broker.cancel(req.into_inner().id).await?;
+        Ok(Response::new(pb::CancelResponse {
+            state: state as i32,
+        }))
+    }
+
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        let r = req.into_inner();
+        let message = self.broker.get(r.id, r.with_payload)?;
+        Ok(Response::new(pb::GetResponse {
+            message: Some(message),
+        }))
+    }
+
+    type WatchStream = BoxStream<pb::Event>;
+
+    async fn watch(
+        &self,
+        req: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let r = req.into_inner();
+        for q in &r.queues {
+            crate::keys::validate_queue(q)?;
+        }
+        let rx = self.broker.watch();
+        let (tx, out) = mpsc::channel(1024);
+        tokio::spawn(watch_loop(rx, r, tx, self.drained()));
+        Ok(Response::new(Box::pin(ReceiverStream::new(out))))
+    }
+
+    async fn stats(
+        &self,
+        req: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StatsResponse>, Status> {
+        let r = req.into_inner();
+        let queue = (!r.queue.is_empty()).then_some(r.queue.as_str());
+        Ok(Response::new(pb::StatsResponse {
+            queues: self.broker.stats(queue)?,
+        }))
+    }
+
+    async fn configure_queue(
+        &self,
+        req: Request<pb::ConfigureQueueRequest>,
+    ) -> Result<Response<pb::ConfigureQueueResponse>, Status> {
+        let r = req.into_inner();
+        let config = self
+            .broker
+            .configure_queue(&r.queue, r.config.unwrap_or_default())
+            .await?;
+        Ok(Response::new(pb::ConfigureQueueResponse {
+            config: Some(config),
+        }))
+    }
+
+    async fn list_dead(
+        &self,
+        req: Request<pb::ListDeadRequest>,
+    ) -> Result<Response<pb::ListDeadResponse>, Status> {
+        let r = req.into_inner();
+        let limit = if r.limit == 0 { 100 } else { r.limit as usize };
+        let messages = self.broker.list_dead(&r.queue, r.after_id, limit)?;
+        Ok(Response::new(pb::ListDeadResponse { messages }))
+    }
+
+    async fn requeue_dead(
+        &self,
+        req: Request<pb::RequeueDeadRequest>,
+    ) -> Result<Response<pb::RequeueDeadResponse>, Status> {
+        let r = req.into_inner();
+        let requeued = self.broker.requeue_dead(&r.queue, r.ids, r.all).await?;
+        Ok(Response::new(pb::RequeueDeadResponse { requeued }))
+    }
+
+    async fn purge_dead(
+        &self,
+        req: Request<pb::PurgeDeadRequest>,
+    ) -> Result<Response<pb::PurgeDeadResponse>, Status> {
+        let r = req.into_inner();
+        let purged = self.broker.purge_dead(&r.queue, r.ids, r.all).await?;
+        Ok(Response::new(pb::PurgeDeadResponse { purged }))
+    }
+}
+
+/// Pushes leased deliveries while the client has credit; waits on the queue's
+/// ready notification (never polls) when nothing is ready.
+async fn consume_loop(
+    broker: Broker,
+    sub: pb::Subscribe,
+    mut inbound: Streaming<pb::ConsumeRequest>,
+    tx: mpsc::Sender<Result<pb::Delivery, Status>>,
+    drained: impl Future<Output = ()>,
+) {
+    let Ok(notify) = broker.ready_notify(&sub.queue) else {
+        return;
+    };
+    tokio::pin!(drained);
+    let mut credit = u64::from(sub.credit);
+    loop {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if credit > 0 {
+            let n = credit.min(CONSUME_STEP) as usize;
+            match broker.lease(&sub.queue, n, &sub.consumer_id).await {
+                Ok(ds) if !ds.is_empty() => {
+                    credit -= ds.len() as u64;
+                    for d in ds {
+                        if tx.send(Ok(d)).await.is_err() {
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+            }
+        }
+        tokio::select! {
+            _ = &mut notified, if credit > 0 => {}
+            msg = inbound.message() => match msg {
+                Ok(Some(pb::ConsumeRequest { request: Some(ConsumeKind::Credit(n)) })) => {
+                    credit = credit.saturating_add(u64::from(n));
+                }
+                Ok(Some(_)) => {
+                    let _ = tx.send(Err(Status::invalid_argument("only credit may follow subscribe"))).await;
+                    return;
+                }
+                Ok(None) | Err(_) => return,
+            },
+            _ = tx.closed() => return,
+            _ = &mut drained => {
+                let _ = tx.send(Err(Status::unavailable("broker is shutting down"))).await;
+                return;
+            }
+        }
+    }
+}
+
+async fn watch_loop(
+    mut rx: broadcast::Receiver<pb::Event>,
+    filter: pb::WatchRequest,
+    tx: mpsc::Sender<Result<pb::Event, Status>>,
+    drained: impl Future<Output = ()>,
+) {
+    tokio::pin!(drained);
+    let ids: std::collections::HashSet<u64> = filter.ids.into_iter().collect();
+    loop {
+        let ev = tokio::select! {
+            ev = rx.recv() => ev,
+            _ = tx.closed() => return,
+            _ = &mut drained => {
+                let _ = tx.send(Err(Status::unavailable("broker is shutting down"))).await;
+                return;
+            }
+        };
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(broadcast::error::RecvError::Lagged(n)) => pb::Event {
+                lagged: n,
+                ..Default::default()
+            },
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let wanted = ev.lagged > 0
+            || ((filter.queues.is_empty() || filter.queues.contains(&ev.queue))
+                && (ids.is_empty() || ids.contains(&ev.id)));
+        if wanted && tx.send(Ok(ev)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Serves the broker, gRPC health and reflection on `listener` until
+/// `shutdown` resolves; then ends open streams (clients see `UNAVAILABLE` and
+/// reconnect) and finishes in-flight calls. Closing the broker is left to
+/// the caller, after this returns.
+pub async fn serve(
+    broker: Broker,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), crate::Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<BrokerServer<BrokerService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(docproc_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| crate::Error::Unavailable(format!("reflection: {e}")))?;
+    let service = BrokerService::new(broker);
+    let drain = service.clone();
+    let shutdown = async move {
+        shutdown.await;
+        health
+            .set_not_serving::<BrokerServer<BrokerService>>()
+            .await;
+        drain.drain();
+    };
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(service.into_server())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|e| crate::Error::Unavailable(format!("gRPC server: {e}")))
+}

@@ -1,0 +1,417 @@
+//! RocksDB storage: column families, reads, and the group-commit writer thread.
+//!
+//! Every state change of the broker becomes one [`Commit`]: a list of puts
+//! and deletes plus the lifecycle events it causes. A single writer thread
+//! takes all commits waiting in its channel, writes them as one `WriteBatch`
+//! with one fsync (group commit), then publishes their events and answers
+//! their senders. Commit order is therefore the order in which the engine
+//! submitted them, which is the order of its in-memory changes.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use docproc_proto::broker::v1::Event;
+use parking_lot::Mutex;
+use rocksdb::{
+    ColumnFamilyDescriptor, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB,
+};
+use tokio::sync::{broadcast, oneshot, watch};
+
+use crate::config::Durability;
+use crate::error::{Error, Result};
+
+/// Column families, one per concern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cf {
+    /// id → immutable `MsgRecord`.
+    Msgs,
+    /// id|kind → payload, result or progress bytes.
+    Blobs,
+    /// id → `Status` of messages not yet final.
+    Live,
+    /// id → `Status` of completed, dead and cancelled messages.
+    Done,
+    /// queue|id → priority byte, for dead letters.
+    Dead,
+    /// queue|dedup_key → id|expires_at.
+    Dedup,
+    /// expires_at|id → empty: when final messages are removed.
+    Expiry,
+    /// Counters, queue settings, id high-water mark.
+    Meta,
+}
+
+impl Cf {
+    const ALL: [Cf; 8] = [
+        Cf::Msgs,
+        Cf::Blobs,
+        Cf::Live,
+        Cf::Done,
+        Cf::Dead,
+        Cf::Dedup,
+        Cf::Expiry,
+        Cf::Meta,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Cf::Msgs => "msgs",
+            Cf::Blobs => "blobs",
+            Cf::Live => "live",
+            Cf::Done => "done",
+            Cf::Dead => "dead",
+            Cf::Dedup => "dedup",
+            Cf::Expiry => "expiry",
+            Cf::Meta => "meta",
+        }
+    }
+}
+
+/// One write in a commit.
+#[derive(Debug)]
+pub(crate) enum Op {
+    Put(Cf, Vec<u8>, Vec<u8>),
+    Delete(Cf, Vec<u8>),
+}
+
+/// An atomic group of writes and the events they publish once durable.
+#[derive(Debug, Default)]
+pub(crate) struct Commit {
+    pub(crate) ops: Vec<Op>,
+    pub(crate) events: Vec<Event>,
+}
+
+impl Commit {
+    pub(crate) fn put(&mut self, cf: Cf, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.ops.push(Op::Put(cf, key.into(), value.into()));
+    }
+
+    pub(crate) fn delete(&mut self, cf: Cf, key: impl Into<Vec<u8>>) {
+        self.ops.push(Op::Delete(cf, key.into()));
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ops.is_empty() && self.events.is_empty()
+    }
+}
+
+struct Pending {
+    commit: Commit,
+    done: Option<oneshot::Sender<Result<()>>>,
+}
+
+/// The database and its writer thread.
+pub(crate) struct Store {
+    /// `None` once closed, so the database lock is released even while
+    /// clones of the broker are still alive.
+    db: parking_lot::RwLock<Option<Arc<DB>>>,
+    tx: Mutex<Option<mpsc::Sender<Pending>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    stop_flusher: Mutex<Option<mpsc::Sender<()>>>,
+    failed: Arc<AtomicBool>,
+    fatal: watch::Sender<Option<String>>,
+    events: broadcast::Sender<Event>,
+}
+
+/// Waits for a submitted commit to be durable.
+pub(crate) struct Durable(Option<oneshot::Receiver<Result<()>>>);
+
+impl Durable {
+    /// Resolves when the commit is on disk (per the durability mode).
+    pub(crate) async fn wait(self) -> Result<()> {
+        match self.0 {
+            None => Ok(()),
+            Some(rx) => rx
+                .await
+                .unwrap_or_else(|_| Err(Error::Unavailable("broker is shutting down".into()))),
+        }
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the database and starts the writer.
+    pub(crate) fn open(dir: &Path, durability: Durability, event_buffer: usize) -> Result<Self> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.increase_parallelism(2);
+        opts.set_max_background_jobs(2);
+        opts.set_bytes_per_sync(1 << 20);
+        let cfs = Cf::ALL.iter().map(|cf| {
+            let mut o = Options::default();
+            o.set_write_buffer_size(32 << 20);
+            match cf {
+                Cf::Blobs | Cf::Msgs | Cf::Done => {
+                    o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+                }
+                // Entries here are deleted soon after they are written; compact
+                // files dense with tombstones so recovery scans stay fast.
+                Cf::Live | Cf::Expiry => {
+                    o.add_compact_on_deletion_collector_factory(10_000, 5_000, 0.5);
+                }
+                _ => {}
+            }
+            ColumnFamilyDescriptor::new(cf.name(), o)
+        });
+        let db = Arc::new(DB::open_cf_descriptors(&opts, dir, cfs)?);
+        let (events, _) = broadcast::channel(event_buffer.max(16));
+        let (fatal, _) = watch::channel(None);
+        let failed = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel::<Pending>();
+        let mut threads = Vec::new();
+        let writer = Writer {
+            db: db.clone(),
+            sync: durability == Durability::Sync,
+            failed: failed.clone(),
+            fatal: fatal.clone(),
+            events: events.clone(),
+            seq: 0,
+        };
+        threads.push(
+            std::thread::Builder::new()
+                .name("docproc-writer".into())
+                .spawn(move || writer.run(rx))
+                .map_err(|e| Error::Unavailable(format!("cannot start writer: {e}")))?,
+        );
+        let mut stop_flusher = None;
+        if let Durability::Batch { interval } = durability {
+            let (stop_tx, stop_rx) = mpsc::channel::<()>();
+            stop_flusher = Some(stop_tx);
+            let db = db.clone();
+            let fatal = fatal.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("docproc-flusher".into())
+                    .spawn(move || flusher(db, interval, stop_rx, fatal))
+                    .map_err(|e| Error::Unavailable(format!("cannot start flusher: {e}")))?,
+            );
+        }
+        Ok(Self {
+            db: parking_lot::RwLock::new(Some(db)),
+            tx: Mutex::new(Some(tx)),
+            threads: Mutex::new(threads),
+            stop_flusher: Mutex::new(stop_flusher),
+            failed,
+            fatal,
+            events,
+        })
+    }
+
+    /// Queues a commit for the writer. Call it while holding the engine lock
+    /// so that commit order matches the order of in-memory changes.
+    pub(crate) fn submit(&self, commit: Commit) -> Durable {
+        if commit.is_empty() {
+            return Durable(None);
+        }
+        let (done, rx) = oneshot::channel();
+        let guard = self.tx.lock();
+        match guard.as_ref() {
+            Some(tx) if !self.failed.load(Ordering::Acquire) => {
+                if tx
+                    .send(Pending {
+                        commit,
+                        done: Some(done),
+                    })
+                    .is_err()
+                {
+                    return Durable(Some(closed_receiver()));
+                }
+                Durable(Some(rx))
+            }
+            _ => Durable(Some(closed_receiver())),
+        }
+    }
+
+    /// Subscribes to lifecycle events published after their commit.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Becomes `Some(reason)` when storage failed and the broker stopped writing.
+    pub(crate) fn fatal(&self) -> watch::Receiver<Option<String>> {
+        self.fatal.subscribe()
+    }
+
+    fn db(&self) -> Result<Arc<DB>> {
+        self.db
+            .read()
+            .clone()
+            .ok_or_else(|| Error::Unavailable("broker is closed".into()))
+    }
+
+    pub(crate) fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let db = self.db()?;
+        Ok(db.get_cf(handle(&db, cf)?, key)?)
+    }
+
+    /// Calls `f` on each `(key, value)` from `from` (inclusive) up to `to`
+    /// (exclusive, or the end) until it returns `false`.
+    pub(crate) fn scan(
+        &self,
+        cf: Cf,
+        from: &[u8],
+        to: Option<&[u8]>,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        let mut ro = ReadOptions::default();
+        if let Some(to) = to {
+            ro.set_iterate_upper_bound(to.to_vec());
+        }
+        let db = self.db()?;
+        let iter = db.iterator_cf_opt(
+            handle(&db, cf)?,
+            ro,
+            IteratorMode::From(from, rocksdb::Direction::Forward),
+        );
+        for item in iter {
+            let (k, v) = item?;
+            if !f(&k, &v)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the writer after it has written everything submitted, fsyncs the
+    /// log and flushes memtables, so that the next open replays nothing.
+    pub(crate) fn close(&self) {
+        self.tx.lock().take();
+        self.stop_flusher.lock().take();
+        for t in self.threads.lock().drain(..) {
+            let _ = t.join();
+        }
+        let Some(db) = self.db.write().take() else {
+            return;
+        };
+        if !self.failed.load(Ordering::Acquire) {
+            if let Err(e) = db.flush_wal(true) {
+                tracing::error!(error = %e, "final WAL sync failed");
+            }
+            for cf in Cf::ALL {
+                if let Ok(h) = handle(&db, cf) {
+                    if let Err(e) = db.flush_cf(h) {
+                        tracing::error!(error = %e, cf = cf.name(), "final flush failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn handle(db: &DB, cf: Cf) -> Result<&rocksdb::ColumnFamily> {
+    db.cf_handle(cf.name())
+        .ok_or_else(|| Error::Corrupt(format!("column family {} missing", cf.name())))
+}
+
+fn closed_receiver() -> oneshot::Receiver<Result<()>> {
+    let (tx, rx) = oneshot::channel();
+    let _ = tx.send(Err(Error::Unavailable(
+        "broker is not writing (shut down or storage failed)".into(),
+    )));
+    rx
+}
+
+struct Writer {
+    db: Arc<DB>,
+    sync: bool,
+    failed: Arc<AtomicBool>,
+    fatal: watch::Sender<Option<String>>,
+    events: broadcast::Sender<Event>,
+    seq: u64,
+}
+
+/// Most commits merged into one write batch.
+const MAX_GROUP: usize = 4096;
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Pending>) {
+        while let Ok(first) = rx.recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(p) => group.push(p),
+                    Err(_) => break,
+                }
+            }
+            self.write_group(group);
+        }
+    }
+
+    fn write_group(&mut self, group: Vec<Pending>) {
+        let result = if self.failed.load(Ordering::Acquire) {
+            Err("storage failed earlier".to_string())
+        } else {
+            self.write(&group).map_err(|e| e.to_string())
+        };
+        match result {
+            Ok(()) => {
+                for p in group {
+                    for mut ev in p.commit.events {
+                        self.seq += 1;
+                        ev.seq = self.seq;
+                        let _ = self.events.send(ev);
+                    }
+                    if let Some(done) = p.done {
+                        let _ = done.send(Ok(()));
+                    }
+                }
+            }
+            Err(reason) => {
+                if !self.failed.swap(true, Ordering::AcqRel) {
+                    tracing::error!(error = %reason, "RocksDB write failed; the broker stops writing");
+                    self.fatal.send_replace(Some(reason.clone()));
+                }
+                for p in group {
+                    if let Some(done) = p.done {
+                        let _ = done.send(Err(Error::Unavailable(format!(
+                            "storage failure: {reason}"
+                        ))));
+                    }
+                }
+            }
+        }
+    }
+
+    fn write(&self, group: &[Pending]) -> Result<()> {
+        let mut wb = WriteBatch::default();
+        for p in group {
+            for op in &p.commit.ops {
+                match op {
+                    Op::Put(cf, k, v) => wb.put_cf(handle(&self.db, *cf)?, k, v),
+                    Op::Delete(cf, k) => wb.delete_cf(handle(&self.db, *cf)?, k),
+                }
+            }
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(self.sync);
+        self.db.write_opt(wb, &wo)?;
+        Ok(())
+    }
+}
+
+fn flusher(
+    db: Arc<DB>,
+    interval: Duration,
+    stop: mpsc::Receiver<()>,
+    fatal: watch::Sender<Option<String>>,
+) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(interval) {
+        if let Err(e) = db.flush_wal(true) {
+            tracing::error!(error = %e, "background WAL sync failed");
+            fatal.send_replace(Some(e.to_string()));
+            return;
+        }
+    }
+}

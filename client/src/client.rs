@@ -1,0 +1,306 @@
+//! The connection and every unary broker call.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use docproc_proto::broker::v1::{self as pb, broker_client::BrokerClient};
+use futures::{Stream, StreamExt};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::consumer::{Consumer, ConsumerOptions};
+use crate::error::{Error, Result};
+use crate::producer::{Producer, ProducerOptions};
+
+/// A message to produce, built with chained setters.
+#[derive(Debug, Clone, Default)]
+pub struct NewMessage(pub pb::NewMessage);
+
+impl NewMessage {
+    /// A message for `queue` with priority 0 and the broker's defaults.
+    pub fn new(queue: impl Into<String>, payload: Vec<u8>) -> Self {
+        Self(pb::NewMessage {
+            queue: queue.into(),
+            payload,
+            ..Default::default()
+        })
+    }
+    /// 0..=255, higher first.
+    pub fn priority(mut self, p: u8) -> Self {
+        self.0.priority = u32::from(p);
+        self
+    }
+    /// Adds a header.
+    pub fn header(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
+        self.0.headers.insert(k.into(), v.into());
+        self
+    }
+    /// Replaces all headers.
+    pub fn headers(mut self, h: HashMap<String, String>) -> Self {
+        self.0.headers = h;
+        self
+    }
+    /// Deliveries before the message is dead-lettered.
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.0.max_attempts = n;
+        self
+    }
+    /// How long a consumer holds the message before it is redelivered.
+    pub fn lease_timeout(mut self, d: Duration) -> Self {
+        self.0.lease_timeout_ms = d.as_millis() as u64;
+        self
+    }
+    /// Not delivered before this Unix time in milliseconds.
+    pub fn not_before_ms(mut self, t: u64) -> Self {
+        self.0.not_before_ms = t;
+        self
+    }
+    /// Duplicate produces with this key within the queue's window return the first id.
+    pub fn dedup_key(mut self, k: impl Into<String>) -> Self {
+        self.0.dedup_key = k.into();
+        self
+    }
+}
+
+impl From<pb::NewMessage> for NewMessage {
+    fn from(m: pb::NewMessage) -> Self {
+        Self(m)
+    }
+}
+
+/// A handle to a broker. Cheap to clone; clones share one HTTP/2 connection,
+/// which is re-established on demand after a failure.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub(crate) rpc: BrokerClient<Channel>,
+}
+
+/// Largest message the client sends or accepts.
+const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+fn endpoint(url: &str) -> Result<Endpoint> {
+    let bad = |reason: &str| Error::InvalidUrl {
+        url: url.to_string(),
+        reason: reason.to_string(),
+    };
+    let http = if let Some(rest) = url.strip_prefix("grpc://") {
+        format!("http://{rest}")
+    } else if url.starts_with("http://") {
+        url.to_string()
+    } else {
+        return Err(bad("expected grpc://HOST:PORT"));
+    };
+    Ok(Endpoint::from_shared(http)
+        .map_err(|e| bad(&e.to_string()))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true))
+}
+
+impl Client {
+    /// Connects to `grpc://HOST:PORT` and fails if the broker is not reachable.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let channel = endpoint(url)?.connect().await?;
+        Ok(Self::from_channel(channel))
+    }
+
+    /// A client that connects on first use (and reconnects after failures).
+    pub fn connect_lazy(url: &str) -> Result<Self> {
+        Ok(Self::from_channel(endpoint(url)?.connect_lazy()))
+    }
+
+    fn from_channel(channel: Channel) -> Self {
+        Self {
+            rpc: BrokerClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        }
+    }
+
+    /// Produces a batch; returns one id per message once the batch is durable.
+    pub async fn produce(&self, msgs: Vec<NewMessage>) -> Result<Vec<u64>> {
+        Ok(self.produce_detailed(msgs).await?.ids)
+    }
+
+    /// Like [`Client::produce`], also telling which messages were duplicates.
+    pub async fn produce_detailed(&self, msgs: Vec<NewMessage>) -> Result<pb::ProduceResponse> {
+        let req = pb::ProduceRequest {
+            messages: msgs.into_iter().map(|m| m.0).collect(),
+        };
+        Ok(self.rpc.clone().produce(req).await?.into_inner())
+    }
+
+    /// A batching producer; see [`ProducerOptions`].
+    pub fn producer(&self, opts: ProducerOptions) -> Producer {
+        Producer::new(self.clone(), opts)
+    }
+
+    /// A stream of deliveries from `queue`; see [`ConsumerOptions`].
+    pub fn consume(&self, queue: &str, opts: ConsumerOptions) -> Consumer {
+        Consumer::new(self.clone(), queue.to_string(), opts)
+    }
+
+    /// Leases up to `max` messages, waiting up to `wait` for the first.
+    pub async fn fetch(
+        &self,
+        queue: &str,
+        max: u32,
+        wait: Duration,
+        consumer_id: &str,
+    ) -> Result<Vec<crate::Delivery>> {
+        let req = pb::FetchRequest {
+            queue: queue.to_string(),
+            max,
+            wait_ms: wait.as_millis() as u64,
+            consumer_id: consumer_id.to_string(),
+        };
+        let out = self.rpc.clone().fetch(req).await?.into_inner();
+        Ok(out
+            .deliveries
+            .into_iter()
+            .map(|d| crate::Delivery::detached(self.clone(), d))
+            .collect())
+    }
+
+    /// Completes a leased message. `Ok(true)`: it had been cancelled and ends cancelled.
+    pub async fn ack(&self, id: u64, lease_token: u64, result: Vec<u8>) -> Result<bool> {
+        let req = pb::AckRequest {
+            id,
+            lease_token,
+            result,
+        };
+        Ok(self.rpc.clone().ack(req).await?.into_inner().cancelled)
+    }
+
+    /// Fails a leased message; see [`pb::NackRequest`].
+    pub async fn nack(&self, req: pb::NackRequest) -> Result<pb::NackResponse> {
+        Ok(self.rpc.clone().nack(req).await?.into_inner())
+    }
+
+    /// Renews a lease, optionally storing progress.
+    pub async fn extend(
+        &self,
+        id: u64,
+        lease_token: u64,
+        extend: Option<Duration>,
+        progress: Option<Vec<u8>>,
+    ) -> Result<pb::ExtendResponse> {
+        let req = pb::ExtendRequest {
+            id,
+            lease_token,
+            extend_ms: extend.map_or(0, |d| d.as_millis() as u64),
+            has_progress: progress.is_some(),
+            progress: progress.unwrap_or_default(),
+        };
+        Ok(self.rpc.clone().extend(req).await?.into_inner())
+    }
+
+    /// Cancels a message; returns `Cancelled`, or `Leased` when its consumer will be told.
+    pub async fn cancel(&self, id: u64) -> Result<pb::State> {
+        let s = self
+            .rpc
+            .clone()
+            .cancel(pb::CancelRequest { id })
+            .await?
+            .into_inner()
+            .state;
+        Ok(pb::State::try_from(s).unwrap_or(pb::State::Unspecified))
+    }
+
+    /// The full record of a message.
+    pub async fn get(&self, id: u64, with_payload: bool) -> Result<pb::Message> {
+        let out = self
+            .rpc
+            .clone()
+            .get(pb::GetRequest { id, with_payload })
+            .await?
+            .into_inner();
+        out.message
+            .ok_or_else(|| Error::NotFound(format!("message {id}")))
+    }
+
+    /// Lifecycle events from now on for the given queues and ids (empty: all).
+    /// The stream ends if the connection drops; events in between are not replayed.
+    pub async fn watch(
+        &self,
+        queues: Vec<String>,
+        ids: Vec<u64>,
+    ) -> Result<impl Stream<Item = Result<pb::Event>> + use<>> {
+        let s = self
+            .rpc
+            .clone()
+            .watch(pb::WatchRequest { queues, ids })
+            .await?
+            .into_inner();
+        Ok(s.map(|r| r.map_err(Error::from)))
+    }
+
+    /// Stats of one queue (`Some`) or all.
+    pub async fn stats(&self, queue: Option<&str>) -> Result<Vec<pb::QueueStats>> {
+        let req = pb::StatsRequest {
+            queue: queue.unwrap_or_default().to_string(),
+        };
+        Ok(self.rpc.clone().stats(req).await?.into_inner().queues)
+    }
+
+    /// Sets a queue's fair share, backoff, lease and dedup settings.
+    pub async fn configure_queue(
+        &self,
+        queue: &str,
+        config: pb::QueueConfig,
+    ) -> Result<pb::QueueConfig> {
+        let req = pb::ConfigureQueueRequest {
+            queue: queue.to_string(),
+            config: Some(config),
+        };
+        Ok(self
+            .rpc
+            .clone()
+            .configure_queue(req)
+            .await?
+            .into_inner()
+            .config
+            .unwrap_or_default())
+    }
+
+    /// A page of dead letters after `after_id`.
+    pub async fn list_dead(
+        &self,
+        queue: &str,
+        after_id: u64,
+        limit: u32,
+    ) -> Result<Vec<pb::Message>> {
+        let req = pb::ListDeadRequest {
+            queue: queue.to_string(),
+            after_id,
+            limit,
+        };
+        Ok(self.rpc.clone().list_dead(req).await?.into_inner().messages)
+    }
+
+    /// Requeues the named dead letters, or all of the queue's with `all`.
+    pub async fn requeue_dead(&self, queue: &str, ids: Vec<u64>, all: bool) -> Result<u64> {
+        let req = pb::RequeueDeadRequest {
+            queue: queue.to_string(),
+            ids,
+            all,
+        };
+        Ok(self
+            .rpc
+            .clone()
+            .requeue_dead(req)
+            .await?
+            .into_inner()
+            .requeued)
+    }
+
+    /// Deletes the named dead letters, or all of the queue's with `all`.
+    pub async fn purge_dead(&self, queue: &str, ids: Vec<u64>, all: bool) -> Result<u64> {
+        let req = pb::PurgeDeadRequest {
+            queue: queue.to_string(),
+            ids,
+            all,
+        };
+        Ok(self.rpc.clone().purge_dead(req).await?.into_inner().purged)
+    }
+}
