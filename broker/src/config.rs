@@ -128,3 +128,36 @@ impl BrokerConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durability_parses_by_name() {
+        assert_eq!("sync".parse::<Durability>().ok(), Some(Durability::Sync));
+        assert_eq!("none".parse::<Durability>().ok(), Some(Durability::None));
+        assert_eq!(
+            "batch".parse::<Durability>().ok(),
+            Some(Durability::Batch {
+                interval: Duration::from_millis(10)
+            })
+        );
+        assert_eq!(
+            "batch:250".parse::<Durability>().ok(),
+            Some(Durability::Batch {
+                interval: Duration::from_millis(250)
+            })
+        );
+        for bad in ["", "fsync", "batch:x", "SYNC"] {
+            assert!(bad.parse::<Durability>().is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(
+            Durability::Batch {
+                interval: Duration::from_millis(5)
+            }
+            .to_string(),
+            "batch:5"
+        );
+    }
+}

@@ -152,7 +152,7 @@ mod tests {
             prop_assert!(validate_queue(&q).is_ok());
             let (ka, kb) = (dead_key(&q, a), dead_key(&q, b));
             prop_assert_eq!(a.cmp(&b), ka.cmp(&kb));
-            let (qq, suffix) = decode_queue_key(&ka).unwrap();
+            let (qq, suffix) = decode_queue_key(&ka).expect("a dead key decodes");
             prop_assert_eq!(qq, q.as_str());
             prop_assert_eq!(decode_id(suffix).ok(), Some(a));
             // A queue's keys never interleave with another queue's.

@@ -172,3 +172,19 @@ async fn many_reopens_lose_nothing() {
     // 80 of 200 were acked oldest first, so the 81st (round 3, index 5) leads.
     assert_eq!(payloads(&rest[..1]), ["r3-5"]);
 }
+
+#[tokio::test]
+async fn weaker_durability_modes_keep_everything_across_a_clean_close() {
+    for mode in ["batch:5", "none"] {
+        let mut h = Harness::with(|c| c.durability = mode.parse().unwrap());
+        let out = h
+            .broker
+            .produce((0..50).map(|i| msg("q", 0, &format!("{i}"))).collect())
+            .await
+            .unwrap();
+        h.reopen(|_| {});
+        let got = h.lease("q", 100).await;
+        assert_eq!(got.len(), 50, "{mode}");
+        assert_eq!(got[0].id, out[0].0);
+    }
+}

@@ -69,11 +69,14 @@ impl std::fmt::Debug for Broker {
 impl Broker {
     /// Opens the broker on the system clock and starts its timer driver
     /// (lease expiry, delays, retries, retention) on the current tokio runtime.
+    /// Fails with `Unavailable` when called outside a tokio runtime.
     pub fn open(cfg: BrokerConfig) -> Result<Self> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| Error::Unavailable("Broker::open needs a tokio runtime".into()))?;
         let broker = Self::open_with_clock(cfg, Arc::new(SystemClock))?;
         let weak = Arc::downgrade(&broker.inner);
         let shutdown = broker.inner.shutdown.subscribe();
-        tokio::spawn(drive(weak, shutdown));
+        runtime.spawn(drive(weak, shutdown));
         Ok(broker)
     }
 

@@ -1,5 +1,5 @@
 //! Helpers shared by the engine tests: a broker on a manual clock in a temp dir.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::new_without_default)]
 
 use std::sync::Arc;
 
