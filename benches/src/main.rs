@@ -2,7 +2,9 @@
 //! raw RocksDB as the peer measured in the same run. Prints one table.
 //!
 //! Environment: `BENCH_SCALE` (default 1.0) scales every message count;
-//! `BENCH_FLOW` sets the long-run message count (default 10,000,000).
+//! `BENCH_FLOW` sets the long-run message count (default 10,000,000);
+//! `BENCH_ONLY` (comma-separated: raw, produce1, produce100, consume,
+//! latency, flow, recovery) runs a subset.
 
 mod workloads;
 
@@ -50,39 +52,54 @@ fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10_000_000);
-    let rows = rt.block_on(async {
-        let mut rows = Vec::new();
-        rows.extend(workloads::raw_rocksdb()?);
-        rows.push(workloads::produce(1, 64, scaled(60_000)).await?);
-        rows.push(workloads::produce(100, 8, scaled(500_000)).await?);
-        rows.push(workloads::consume_ack(scaled(200_000)).await?);
-        rows.push(workloads::latency(5_000, scaled(50_000)).await?);
-        rows.extend(workloads::flow(flow).await?);
-        rows.push(workloads::recovery(scaled(1_000_000)).await?);
-        anyhow::Ok(rows)
-    })?;
-    println!();
     println!(
         "payload {PAYLOAD} B, durability sync unless noted, gRPC on 127.0.0.1, {} cores",
         num_cpus()
     );
     println!("| workload | messages | msgs/s | p50 ms | p99 ms | notes |");
     println!("|---|---:|---:|---:|---:|---|");
-    for r in &rows {
-        let (p50, p99) = r
-            .latency
-            .map_or(("-".into(), "-".into()), |(a, b)| (fmt_ms(a), fmt_ms(b)));
-        println!(
-            "| {} | {} | {:.0} | {} | {} | {} |",
-            r.name,
-            r.messages,
-            r.rate(),
-            p50,
-            p99,
-            r.note
-        );
-    }
-    Ok(())
+    let print = |rows: Vec<Row>| {
+        for r in rows {
+            let (p50, p99) = r
+                .latency
+                .map_or(("-".into(), "-".into()), |(a, b)| (fmt_ms(a), fmt_ms(b)));
+            println!(
+                "| {} | {} | {:.0} | {} | {} | {} |",
+                r.name,
+                r.messages,
+                r.rate(),
+                p50,
+                p99,
+                r.note
+            );
+        }
+    };
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let run = |name: &str| only.is_empty() || only.split(',').any(|o| o == name);
+    rt.block_on(async {
+        if run("raw") {
+            print(workloads::raw_rocksdb()?);
+        }
+        if run("produce1") {
+            print(vec![workloads::produce(1, 64, scaled(60_000)).await?]);
+        }
+        if run("produce100") {
+            print(vec![workloads::produce(100, 8, scaled(500_000)).await?]);
+        }
+        if run("consume") {
+            print(vec![workloads::consume_ack(scaled(200_000)).await?]);
+        }
+        if run("latency") {
+            print(vec![workloads::latency(5_000, scaled(50_000)).await?]);
+        }
+        if run("flow") {
+            print(workloads::flow(flow).await?);
+        }
+        if run("recovery") {
+            print(vec![workloads::recovery(scaled(1_000_000)).await?]);
+        }
+        anyhow::Ok(())
+    })
 }
 
 fn num_cpus() -> usize {

@@ -20,7 +20,10 @@ struct Served {
 async fn serve(durability: Durability) -> anyhow::Result<Served> {
     let dir = tempfile::tempdir_in(".")?;
     let mut cfg = BrokerConfig::with_dir(dir.path());
-    cfg.durability = durability;
+    cfg.durability = match std::env::var("BENCH_DURABILITY") {
+        Ok(d) => d.parse()?,
+        Err(_) => durability,
+    };
     let broker = Broker::open(cfg)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("grpc://{}", listener.local_addr()?);
@@ -129,30 +132,41 @@ pub(crate) async fn produce(batch: u64, tasks: u64, total: u64) -> anyhow::Resul
     })
 }
 
-/// Consume over the gRPC stream and ack each message (acks in parallel).
-pub(crate) async fn consume_ack(total: u64) -> anyhow::Result<Row> {
-    let s = serve(Durability::Sync).await?;
-    let body = payload();
+/// Stores `total` messages in `queue` through the engine, priorities 0..=3 in turn.
+async fn fill(broker: &Broker, queue: &str, total: u64, body: &[u8]) -> anyhow::Result<()> {
     let mut left = total;
     while left > 0 {
         let n = left.min(1000);
         let msgs = (0..n)
-            .map(|_| pb::NewMessage {
-                queue: "bench".into(),
-                payload: body.clone(),
+            .map(|i| pb::NewMessage {
+                queue: queue.into(),
+                priority: (i % 4) as u32,
+                payload: body.to_vec(),
                 ..Default::default()
             })
             .collect();
-        s.broker.produce(msgs).await?;
+        broker.produce(msgs).await?;
         left -= n;
     }
+    Ok(())
+}
+
+/// Consume over the gRPC stream and ack each message (acks in parallel).
+pub(crate) async fn consume_ack(total: u64) -> anyhow::Result<Row> {
+    let s = serve(Durability::Sync).await?;
+    let body = payload();
+    fill(&s.broker, "bench", total, &body).await?;
     let client = Client::connect(&s.url).await?;
     let start = Instant::now();
     let done = Arc::new(AtomicU64::new(0));
+    let (finished, _) = tokio::sync::watch::channel(false);
+    let finished = Arc::new(finished);
     let mut consumers = Vec::new();
     for c in 0..2 {
         let client = client.clone();
         let done = done.clone();
+        let finished = finished.clone();
+        let mut fin = finished.subscribe();
         consumers.push(tokio::spawn(async move {
             let mut stream = client.consume(
                 "bench",
@@ -172,13 +186,11 @@ pub(crate) async fn consume_ack(total: u64) -> anyhow::Result<Row> {
                     Some(r) = acks.next(), if !acks.is_empty() => {
                         r?;
                         if done.fetch_add(1, Ordering::AcqRel) + 1 >= total {
+                            finished.send_replace(true);
                             return anyhow::Ok(());
                         }
                     }
-                    else => return anyhow::Ok(()),
-                }
-                if done.load(Ordering::Acquire) >= total {
-                    return anyhow::Ok(());
+                    _ = fin.wait_for(|f| *f) => return anyhow::Ok(()),
                 }
             }
         }));
@@ -348,21 +360,7 @@ pub(crate) async fn recovery(total: u64) -> anyhow::Result<Row> {
     cfg.durability = Durability::None;
     {
         let broker = Broker::open(cfg.clone())?;
-        let body = payload();
-        let mut left = total;
-        while left > 0 {
-            let n = left.min(1000);
-            let msgs = (0..n)
-                .map(|i| pb::NewMessage {
-                    queue: "big".into(),
-                    priority: (i % 4) as u32,
-                    payload: body.clone(),
-                    ..Default::default()
-                })
-                .collect();
-            broker.produce(msgs).await?;
-            left -= n;
-        }
+        fill(&broker, "big", total, &payload()).await?;
         broker.close();
     }
     let before = rss_kib();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use docproc_proto::broker::v1::{
     self as pb, broker_server::BrokerServer, consume_request::Request as ConsumeKind,
 };
-use futures::Stream;
+use futures::{FutureExt, Stream};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
@@ -262,6 +262,27 @@ async fn consume_loop(
     tokio::pin!(drained);
     let mut credit = u64::from(sub.credit);
     loop {
+        // Take every credit grant already received before leasing, so that
+        // many small grants become one lease (one commit) instead of many.
+        loop {
+            match inbound.message().now_or_never() {
+                None => break,
+                Some(Ok(Some(pb::ConsumeRequest {
+                    request: Some(ConsumeKind::Credit(n)),
+                }))) => {
+                    credit = credit.saturating_add(u64::from(n));
+                }
+                Some(Ok(Some(_))) => {
+                    let _ = tx
+                        .send(Err(Status::invalid_argument(
+                            "only credit may follow subscribe",
+                        )))
+                        .await;
+                    return;
+                }
+                Some(Ok(None)) | Some(Err(_)) => return,
+            }
+        }
         let notified = notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
@@ -339,6 +360,17 @@ async fn watch_loop(
     }
 }
 
+/// Accepted connections with Nagle's algorithm off: small responses (acks,
+/// produce answers) must not wait for the peer's delayed ACK.
+fn incoming(listener: TcpListener) -> impl Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt;
+    TcpListenerStream::new(listener).map(|conn| {
+        let conn = conn?;
+        conn.set_nodelay(true)?;
+        Ok(conn)
+    })
+}
+
 /// Serves the broker, gRPC health and reflection on `listener` until
 /// `shutdown` resolves; then ends open streams (clients see `UNAVAILABLE` and
 /// reconnect) and finishes in-flight calls. Closing the broker is left to
@@ -367,7 +399,7 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(service.into_server())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await
         .map_err(|e| crate::Error::Unavailable(format!("gRPC server: {e}")))
 }

@@ -500,13 +500,9 @@ pub(crate) fn tick(st: &mut State, tx: &mut Tx<'_>) {
         s.due_ms = 0;
         s.updated_at_ms = now;
         let s = s.clone();
-        let q = st.queue(&s.queue, tx.cfg);
-        let l = q.level(s.priority());
+        let l = st.queue(&s.queue, tx.cfg).level(s.priority());
         l.delayed = l.delayed.saturating_sub(1);
-        q.push_ready(s.priority(), id);
-        tx.wake.push(q.notify.clone());
-        tx.put_live(id, &s);
-        tx.event(id, &s, false);
+        enqueue(st, tx, id, &s);
     }
     while let Some(&(deadline, id)) = st.leases.first() {
         if deadline > now {
@@ -527,12 +523,8 @@ pub(crate) fn tick(st: &mut State, tx: &mut Tx<'_>) {
             s.set_state(S::Queued);
             s.updated_at_ms = now;
             let queue = s.queue.clone();
-            let q = st.queue(&queue, tx.cfg);
-            q.push_ready(s.priority(), id);
-            tx.wake.push(q.notify.clone());
             count(st, tx, &queue, |c| c.redelivered += 1);
-            tx.put_live(id, &s);
-            tx.event(id, &s, false);
+            enqueue(st, tx, id, &s);
             st.jobs.insert(id, s);
         }
     }
@@ -565,14 +557,19 @@ pub(crate) fn requeue(st: &mut State, tx: &mut Tx<'_>, id: u64, mut s: Status) {
     s.finished_at_ms = 0;
     s.expires_at_ms = 0;
     s.updated_at_ms = tx.now;
-    let q = st.queue(&queue, tx.cfg);
-    let l = q.level(s.priority());
+    let l = st.queue(&queue, tx.cfg).level(s.priority());
     l.dead = l.dead.saturating_sub(1);
+    enqueue(st, tx, id, &s);
+    st.jobs.insert(id, s);
+}
+
+/// Adds a live message to its queue's ready set, wakes consumers and records it.
+fn enqueue(st: &mut State, tx: &mut Tx<'_>, id: u64, s: &Status) {
+    let q = st.queue(&s.queue, tx.cfg);
     q.push_ready(s.priority(), id);
     tx.wake.push(q.notify.clone());
-    tx.put_live(id, &s);
-    tx.event(id, &s, false);
-    st.jobs.insert(id, s);
+    tx.put_live(id, s);
+    tx.event(id, s, false);
 }
 
 /// Removes every stored trace of a final message.
