@@ -3,9 +3,10 @@
 //!
 //! Environment: `BENCH_SCALE` (default 1.0) scales every message count;
 //! `BENCH_FLOW` sets the long-run message count (default 10,000,000);
-//! `BENCH_ONLY` (comma-separated: raw, produce1, produce100, consume,
+//! `BENCH_ONLY` (comma-separated: raw, redis, produce1, produce100, consume,
 //! latency, flow, recovery) runs a subset.
 
+mod peers;
 mod workloads;
 
 use std::time::Duration;
@@ -79,6 +80,9 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async {
         if run("raw") {
             print(workloads::raw_rocksdb()?);
+        }
+        if run("redis") {
+            print(peers::redis(scaled(200_000))?);
         }
         if run("produce1") {
             print(vec![workloads::produce(1, 64, scaled(60_000)).await?]);

@@ -302,37 +302,54 @@ pub(crate) async fn flow(total: u64) -> anyhow::Result<Vec<Row>> {
         }));
     }
     let window = (total / 10).max(1);
-    let mut rows = Vec::new();
-    let mut stream = client.consume(
-        "flow",
-        ConsumerOptions {
-            prefetch: 1024,
-            ..Default::default()
-        },
-    );
-    let mut acks = futures::stream::FuturesUnordered::new();
-    let (mut done, mut mark) = (0u64, Instant::now());
-    while done < total {
-        tokio::select! {
-            Some(d) = stream.next() => {
-                let d = d?;
-                acks.push(async move { d.ack(Vec::new()).await });
-            }
-            Some(r) = acks.next(), if !acks.is_empty() => {
-                r?;
-                done += 1;
-                if done % window == 0 {
-                    rows.push(Row {
-                        name: format!("flow: messages {}..{}", done - window, done),
-                        messages: window,
-                        elapsed: mark.elapsed(),
-                        latency: None,
-                        note: "4 producers × batch 100 while 1 consumer acks".into(),
-                    });
-                    mark = Instant::now();
+    let done = Arc::new(AtomicU64::new(0));
+    let (finished, _) = tokio::sync::watch::channel(false);
+    let finished = Arc::new(finished);
+    let mut consumers = Vec::new();
+    for c in 0..2 {
+        let (client, done, finished) = (client.clone(), done.clone(), finished.clone());
+        let mut fin = finished.subscribe();
+        consumers.push(tokio::spawn(async move {
+            let opts = ConsumerOptions { prefetch: 512, consumer_id: format!("c{c}"), ..Default::default() };
+            let mut stream = client.consume("flow", opts);
+            let mut acks = futures::stream::FuturesUnordered::new();
+            loop {
+                tokio::select! {
+                    Some(d) = stream.next() => {
+                        let d = d?;
+                        acks.push(async move { d.ack(Vec::new()).await });
+                    }
+                    Some(r) = acks.next(), if !acks.is_empty() => {
+                        r?;
+                        if done.fetch_add(1, Ordering::AcqRel) + 1 >= total {
+                            finished.send_replace(true);
+                            return anyhow::Ok(());
+                        }
+                    }
+                    _ = fin.wait_for(|f| *f) => return anyhow::Ok(()),
                 }
             }
+        }));
+    }
+    // Sample the acked count and report each tenth of the run.
+    let mut rows = Vec::new();
+    let (mut mark, mut next) = (Instant::now(), window);
+    while next <= total {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if done.load(Ordering::Acquire) >= next {
+            rows.push(Row {
+                name: format!("flow: messages {}..{}", next - window, next),
+                messages: window,
+                elapsed: mark.elapsed(),
+                latency: None,
+                note: "4 producers × batch 100 while 2 consumers ack".into(),
+            });
+            mark = Instant::now();
+            next += window;
         }
+    }
+    for c in consumers {
+        c.await??;
     }
     for p in prod {
         p.await??;
