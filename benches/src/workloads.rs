@@ -310,7 +310,11 @@ pub(crate) async fn flow(total: u64) -> anyhow::Result<Vec<Row>> {
         let (client, done, finished) = (client.clone(), done.clone(), finished.clone());
         let mut fin = finished.subscribe();
         consumers.push(tokio::spawn(async move {
-            let opts = ConsumerOptions { prefetch: 512, consumer_id: format!("c{c}"), ..Default::default() };
+            let opts = ConsumerOptions {
+                prefetch: 512,
+                consumer_id: format!("c{c}"),
+                ..Default::default()
+            };
             let mut stream = client.consume("flow", opts);
             let mut acks = futures::stream::FuturesUnordered::new();
             loop {
