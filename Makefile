@@ -11,8 +11,8 @@ run: bootstrap
 
 ## Install what is missing, then run every test (unit, property, engine, gRPC end to end, crash).
 test: bootstrap
-	$(CARGO) test --workspace --all-targets --no-fail-fast
 	$(CARGO) test --workspace --doc
+	$(CARGO) test --workspace --all-targets --no-fail-fast
 
 ## Throughput and latency benchmarks (release build); prints one table.
 bench: bootstrap
