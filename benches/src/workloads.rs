@@ -151,6 +151,52 @@ async fn fill(broker: &Broker, queue: &str, total: u64, body: &[u8]) -> anyhow::
     Ok(())
 }
 
+/// Two stream consumers on `queue` that ack every delivery (acks in
+/// parallel) until `total` are acked between them; returns the shared count.
+fn ackers(
+    client: &Client,
+    queue: &str,
+    total: u64,
+) -> (
+    Arc<AtomicU64>,
+    Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+) {
+    let done = Arc::new(AtomicU64::new(0));
+    let finished = Arc::new(tokio::sync::watch::channel(false).0);
+    let tasks = (0..2)
+        .map(|c| {
+            let (client, done, finished) = (client.clone(), done.clone(), finished.clone());
+            let mut fin = finished.subscribe();
+            let opts = ConsumerOptions {
+                prefetch: 512,
+                consumer_id: format!("c{c}"),
+                ..Default::default()
+            };
+            let mut stream = client.consume(queue, opts);
+            tokio::spawn(async move {
+                let mut acks = futures::stream::FuturesUnordered::new();
+                loop {
+                    tokio::select! {
+                        Some(d) = stream.next() => {
+                            let d = d?;
+                            acks.push(async move { d.ack(Vec::new()).await });
+                        }
+                        Some(r) = acks.next(), if !acks.is_empty() => {
+                            r?;
+                            if done.fetch_add(1, Ordering::AcqRel) + 1 >= total {
+                                finished.send_replace(true);
+                                return Ok(());
+                            }
+                        }
+                        _ = fin.wait_for(|f| *f) => return Ok(()),
+                    }
+                }
+            })
+        })
+        .collect();
+    (done, tasks)
+}
+
 /// Consume over the gRPC stream and ack each message (acks in parallel).
 pub(crate) async fn consume_ack(total: u64) -> anyhow::Result<Row> {
     let s = serve(Durability::Sync).await?;
@@ -158,43 +204,7 @@ pub(crate) async fn consume_ack(total: u64) -> anyhow::Result<Row> {
     fill(&s.broker, "bench", total, &body).await?;
     let client = Client::connect(&s.url).await?;
     let start = Instant::now();
-    let done = Arc::new(AtomicU64::new(0));
-    let (finished, _) = tokio::sync::watch::channel(false);
-    let finished = Arc::new(finished);
-    let mut consumers = Vec::new();
-    for c in 0..2 {
-        let client = client.clone();
-        let done = done.clone();
-        let finished = finished.clone();
-        let mut fin = finished.subscribe();
-        consumers.push(tokio::spawn(async move {
-            let mut stream = client.consume(
-                "bench",
-                ConsumerOptions {
-                    prefetch: 512,
-                    consumer_id: format!("c{c}"),
-                    ..Default::default()
-                },
-            );
-            let mut acks = futures::stream::FuturesUnordered::new();
-            loop {
-                tokio::select! {
-                    Some(d) = stream.next() => {
-                        let d = d?;
-                        acks.push(async move { d.ack(Vec::new()).await });
-                    }
-                    Some(r) = acks.next(), if !acks.is_empty() => {
-                        r?;
-                        if done.fetch_add(1, Ordering::AcqRel) + 1 >= total {
-                            finished.send_replace(true);
-                            return anyhow::Ok(());
-                        }
-                    }
-                    _ = fin.wait_for(|f| *f) => return anyhow::Ok(()),
-                }
-            }
-        }));
-    }
+    let (_, consumers) = ackers(&client, "bench", total);
     for c in consumers {
         c.await??;
     }
@@ -302,39 +312,7 @@ pub(crate) async fn flow(total: u64) -> anyhow::Result<Vec<Row>> {
         }));
     }
     let window = (total / 10).max(1);
-    let done = Arc::new(AtomicU64::new(0));
-    let (finished, _) = tokio::sync::watch::channel(false);
-    let finished = Arc::new(finished);
-    let mut consumers = Vec::new();
-    for c in 0..2 {
-        let (client, done, finished) = (client.clone(), done.clone(), finished.clone());
-        let mut fin = finished.subscribe();
-        consumers.push(tokio::spawn(async move {
-            let opts = ConsumerOptions {
-                prefetch: 512,
-                consumer_id: format!("c{c}"),
-                ..Default::default()
-            };
-            let mut stream = client.consume("flow", opts);
-            let mut acks = futures::stream::FuturesUnordered::new();
-            loop {
-                tokio::select! {
-                    Some(d) = stream.next() => {
-                        let d = d?;
-                        acks.push(async move { d.ack(Vec::new()).await });
-                    }
-                    Some(r) = acks.next(), if !acks.is_empty() => {
-                        r?;
-                        if done.fetch_add(1, Ordering::AcqRel) + 1 >= total {
-                            finished.send_replace(true);
-                            return anyhow::Ok(());
-                        }
-                    }
-                    _ = fin.wait_for(|f| *f) => return anyhow::Ok(()),
-                }
-            }
-        }));
-    }
+    let (done, consumers) = ackers(&client, "flow", total);
     // Sample the acked count and report each tenth of the run.
     let mut rows = Vec::new();
     let (mut mark, mut next) = (Instant::now(), window);
