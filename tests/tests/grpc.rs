@@ -374,3 +374,37 @@ async fn producer_batches_and_consumer_reconnects_after_restart() -> anyhow::Res
     b.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_lists_the_broker_service() -> anyhow::Result<()> {
+    use tonic_reflection::pb::v1::{
+        server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        ServerReflectionRequest,
+    };
+    let dir = tempfile::tempdir()?;
+    let b = TestBroker::start(cfg(&dir)).await?;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", b.addr))?
+        .connect()
+        .await?;
+    let mut reflection = ServerReflectionClient::new(channel);
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = reflection
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await?
+        .into_inner();
+    let answer = answers.message().await?.expect("an answer");
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        anyhow::bail!("unexpected reflection answer");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.iter().any(|n| n == "docproc.broker.v1.Broker"),
+        "{names:?}"
+    );
+    b.stop().await;
+    Ok(())
+}
