@@ -264,23 +264,9 @@ async fn consume_loop(
     loop {
         // Take every credit grant already received before leasing, so that
         // many small grants become one lease (one commit) instead of many.
-        loop {
-            match inbound.message().now_or_never() {
-                None => break,
-                Some(Ok(Some(pb::ConsumeRequest {
-                    request: Some(ConsumeKind::Credit(n)),
-                }))) => {
-                    credit = credit.saturating_add(u64::from(n));
-                }
-                Some(Ok(Some(_))) => {
-                    let _ = tx
-                        .send(Err(Status::invalid_argument(
-                            "only credit may follow subscribe",
-                        )))
-                        .await;
-                    return;
-                }
-                Some(Ok(None)) | Some(Err(_)) => return,
+        while let Some(msg) = inbound.message().now_or_never() {
+            if let Err(stop) = add_credit(msg, &mut credit) {
+                return stop.send(&tx).await;
             }
         }
         let notified = notify.notified();
@@ -307,22 +293,54 @@ async fn consume_loop(
         }
         tokio::select! {
             _ = &mut notified, if credit > 0 => {}
-            msg = inbound.message() => match msg {
-                Ok(Some(pb::ConsumeRequest { request: Some(ConsumeKind::Credit(n)) })) => {
-                    credit = credit.saturating_add(u64::from(n));
+            msg = inbound.message() => {
+                if let Err(stop) = add_credit(msg, &mut credit) {
+                    return stop.send(&tx).await;
                 }
-                Ok(Some(_)) => {
-                    let _ = tx.send(Err(Status::invalid_argument("only credit may follow subscribe"))).await;
-                    return;
-                }
-                Ok(None) | Err(_) => return,
-            },
+            }
             _ = tx.closed() => return,
             _ = &mut drained => {
                 let _ = tx.send(Err(Status::unavailable("broker is shutting down"))).await;
                 return;
             }
         }
+    }
+}
+
+/// Why a consume stream ends on a client message.
+enum Stop {
+    /// The client closed its side or the connection broke.
+    Closed,
+    /// The client sent something other than credit.
+    Invalid,
+}
+
+impl Stop {
+    async fn send(self, tx: &mpsc::Sender<Result<pb::Delivery, Status>>) {
+        if let Stop::Invalid = self {
+            let _ = tx
+                .send(Err(Status::invalid_argument(
+                    "only credit may follow subscribe",
+                )))
+                .await;
+        }
+    }
+}
+
+/// Applies one message received after subscribe: a credit grant, or the end.
+fn add_credit(
+    msg: Result<Option<pb::ConsumeRequest>, Status>,
+    credit: &mut u64,
+) -> Result<(), Stop> {
+    match msg {
+        Ok(Some(pb::ConsumeRequest {
+            request: Some(ConsumeKind::Credit(n)),
+        })) => {
+            *credit = credit.saturating_add(u64::from(n));
+            Ok(())
+        }
+        Ok(Some(_)) => Err(Stop::Invalid),
+        Ok(None) | Err(_) => Err(Stop::Closed),
     }
 }
 

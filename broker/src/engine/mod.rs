@@ -597,12 +597,6 @@ impl Broker {
         self.inner.shutdown.send_replace(true);
         self.inner.store.close();
     }
-
-    /// Resolves once [`Broker::close`] has been called.
-    pub async fn closed(&self) {
-        let mut rx = self.inner.shutdown.subscribe();
-        let _ = rx.wait_for(|s| *s).await;
-    }
 }
 
 fn prefix_index(e: Error, i: usize) -> Error {
