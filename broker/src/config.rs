@@ -65,6 +65,9 @@ impl std::fmt::Display for Durability {
 pub struct BrokerConfig {
     /// Directory of the RocksDB database.
     pub data_dir: PathBuf,
+    /// Keep the database in RocksDB's memory environment instead of on
+    /// disk: same semantics, nothing survives the process. For tests and trials.
+    pub in_memory: bool,
     /// When produces (and acks) are acknowledged relative to the disk.
     pub durability: Durability,
     /// Largest payload accepted, in bytes.
@@ -95,13 +98,14 @@ pub struct BrokerConfig {
 }
 
 impl Default for BrokerConfig {
-    /// `./data`, `sync`, 1 MiB messages, 64 KiB headers, 1000 per batch,
+    /// `./data` on disk, `sync`, 1 MiB messages, 64 KiB headers, 1000 per batch,
     /// 30 s leases, 5 attempts, 24 h retention, 10 min dedup window,
     /// retries from 1 s doubling up to 5 min, 4 KiB error texts, 64 Ki
     /// buffered events per watcher, 64 MiB gRPC requests.
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("./data"),
+            in_memory: false,
             durability: Durability::Sync,
             max_message_bytes: 1024 * 1024,
             max_header_bytes: 64 * 1024,
@@ -124,6 +128,18 @@ impl BrokerConfig {
     pub fn with_dir(dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: dir.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Defaults on RocksDB's memory environment with durability `none`:
+    /// the same engine and semantics, nothing on disk.
+    pub fn in_memory() -> Self {
+        Self {
+            // The memory environment resolves only absolute paths; nothing is created there.
+            data_dir: PathBuf::from("/docproc-memory"),
+            in_memory: true,
+            durability: Durability::None,
             ..Self::default()
         }
     }

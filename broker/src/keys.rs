@@ -86,6 +86,26 @@ pub fn dead_key(queue: &str, id: u64) -> Vec<u8> {
     queue_key(queue, &id.to_be_bytes())
 }
 
+/// Key of a final message in the `finals` index:
+/// `queue 0x00 state created_at id`, so one queue's messages in one final
+/// state sort by creation time.
+pub fn final_key(queue: &str, state: u8, created_at_ms: u64, id: u64) -> Vec<u8> {
+    let mut suffix = [0u8; 17];
+    suffix[0] = state;
+    suffix[1..9].copy_from_slice(&created_at_ms.to_be_bytes());
+    suffix[9..].copy_from_slice(&id.to_be_bytes());
+    queue_key(queue, &suffix)
+}
+
+/// Decodes a [`final_key`] into `(created_at, id)`.
+pub fn decode_final_key(key: &[u8]) -> Result<(u64, u64)> {
+    let (_, suffix) = decode_queue_key(key)?;
+    match suffix.len() {
+        17 => decode_expiry_key(&suffix[1..]),
+        n => Err(Error::Corrupt(format!("final index suffix of {n} bytes"))),
+    }
+}
+
 /// Key of an entry in the `expiry` family: `expires_at id`.
 pub fn expiry_key(expires_at_ms: u64, id: u64) -> [u8; 16] {
     let mut k = [0u8; 16];
@@ -114,6 +134,9 @@ pub fn decode_dedup_value(v: &[u8]) -> Result<(u64, u64)> {
 
 /// Meta key holding the highest id handed out.
 pub const META_LAST_ID: &[u8] = b"last_id";
+
+/// Meta key set once the `finals` index covers every final message.
+pub const META_FINALS_INDEXED: &[u8] = b"finals_indexed";
 
 /// Meta key of a queue's counters.
 pub fn meta_counters(queue: &str) -> Vec<u8> {
@@ -160,6 +183,13 @@ mod tests {
                 let prefix = queue_key(&q, b"");
                 prop_assert!(!dead_key(&r, b).starts_with(&prefix));
             }
+        }
+
+        #[test]
+        fn final_keys_sort_by_state_then_time_then_id(q in queue_name(), s1 in 0u8..8, s2 in 0u8..8, t1: u64, i1: u64, t2: u64, i2: u64) {
+            let (a, b) = (final_key(&q, s1, t1, i1), final_key(&q, s2, t2, i2));
+            prop_assert_eq!((s1, t1, i1).cmp(&(s2, t2, i2)), a.cmp(&b));
+            prop_assert_eq!(decode_final_key(&a).ok(), Some((t1, i1)));
         }
 
         #[test]

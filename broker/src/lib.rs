@@ -42,6 +42,6 @@ mod store;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{BrokerConfig, Durability};
 pub use docproc_proto::broker::v1 as pb;
-pub use engine::{Broker, MAX_FETCH_WAIT, MAX_LEASE_BATCH};
+pub use engine::{Broker, DEFAULT_LIST_LIMIT, MAX_FETCH_WAIT, MAX_LEASE_BATCH, MAX_LIST_LIMIT};
 pub use error::{Error, Result};
 pub use service::{serve, BrokerService};

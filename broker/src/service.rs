@@ -204,6 +204,13 @@ impl pb::broker_server::Broker for BrokerService {
         }))
     }
 
+    async fn list(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
+        Ok(Response::new(self.broker.list(&req.into_inner())?))
+    }
+
     async fn configure_queue(
         &self,
         req: Request<pb::ConfigureQueueRequest>,

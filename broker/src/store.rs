@@ -41,12 +41,14 @@ pub(crate) enum Cf {
     Dedup,
     /// expires_at|id → empty: when final messages are removed.
     Expiry,
+    /// queue|state|created_at|id → empty: final messages, for listing.
+    Finals,
     /// Counters, queue settings, id high-water mark.
     Meta,
 }
 
 impl Cf {
-    const ALL: [Cf; 8] = [
+    const ALL: [Cf; 9] = [
         Cf::Msgs,
         Cf::Blobs,
         Cf::Live,
@@ -54,6 +56,7 @@ impl Cf {
         Cf::Dead,
         Cf::Dedup,
         Cf::Expiry,
+        Cf::Finals,
         Cf::Meta,
     ];
 
@@ -66,6 +69,7 @@ impl Cf {
             Cf::Dead => "dead",
             Cf::Dedup => "dedup",
             Cf::Expiry => "expiry",
+            Cf::Finals => "finals",
             Cf::Meta => "meta",
         }
     }
@@ -134,10 +138,21 @@ impl Durable {
 
 impl Store {
     /// Opens (or creates) the database and starts the writer.
-    pub(crate) fn open(dir: &Path, durability: Durability, event_buffer: usize) -> Result<Self> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+    /// Opens (or creates) the database in `dir`; with `in_memory` the files
+    /// live in RocksDB's memory environment and vanish with the process.
+    pub(crate) fn open(
+        dir: &Path,
+        durability: Durability,
+        event_buffer: usize,
+        in_memory: bool,
+    ) -> Result<Self> {
         let mut opts = Options::default();
+        if in_memory {
+            opts.set_env(&rocksdb::Env::mem_env()?);
+        } else {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        }
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.increase_parallelism(2);
@@ -278,6 +293,39 @@ impl Store {
         Ok(())
     }
 
+    /// Calls `f` on keys in `[lower, upper)`, from the last one backwards,
+    /// while it returns `true`.
+    pub(crate) fn scan_rev(
+        &self,
+        cf: Cf,
+        lower: &[u8],
+        upper: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_lower_bound(lower.to_vec());
+        ro.set_iterate_upper_bound(upper.to_vec());
+        let db = self.db()?;
+        let iter = db.iterator_cf_opt(handle(&db, cf)?, ro, IteratorMode::End);
+        for item in iter {
+            let (k, v) = item?;
+            if !f(&k, &v)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a commit at once, synced, bypassing the writer thread. Only for
+    /// startup, before anything else is submitted.
+    pub(crate) fn write_now(&self, commit: &Commit) -> Result<()> {
+        let db = self.db()?;
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        db.write_opt(batch(&db, &commit.ops)?, &wo)?;
+        Ok(())
+    }
+
     /// Stops the writer after it has written everything submitted, fsyncs the
     /// log and flushes memtables, so that the next open replays nothing.
     pub(crate) fn close(&self) {
@@ -385,20 +433,25 @@ impl Writer {
     }
 
     fn write(&self, group: &[Pending]) -> Result<()> {
-        let mut wb = WriteBatch::default();
-        for p in group {
-            for op in &p.commit.ops {
-                match op {
-                    Op::Put(cf, k, v) => wb.put_cf(handle(&self.db, *cf)?, k, v),
-                    Op::Delete(cf, k) => wb.delete_cf(handle(&self.db, *cf)?, k),
-                }
-            }
-        }
+        let ops = group.iter().flat_map(|p| &p.commit.ops);
+        let wb = batch(&self.db, ops)?;
         let mut wo = WriteOptions::default();
         wo.set_sync(self.sync);
         self.db.write_opt(wb, &wo)?;
         Ok(())
     }
+}
+
+/// The operations as one RocksDB write batch.
+fn batch<'a>(db: &DB, ops: impl IntoIterator<Item = &'a Op>) -> Result<WriteBatch> {
+    let mut wb = WriteBatch::default();
+    for op in ops {
+        match op {
+            Op::Put(cf, k, v) => wb.put_cf(handle(db, *cf)?, k, v),
+            Op::Delete(cf, k) => wb.delete_cf(handle(db, *cf)?, k),
+        }
+    }
+    Ok(wb)
 }
 
 fn flusher(

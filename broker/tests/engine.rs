@@ -406,22 +406,38 @@ async fn stats_count_every_state_per_priority() {
         ..msg("q", 1, "later")
     })
     .await;
-    let leased = h.lease("q", 2).await; // the 7 and one 1
+    let leased = h.lease("q", 3).await; // the 7 and two 1s
     h.broker
         .nack(leased[1].id, leased[1].lease_token, "e", 0, true)
+        .await
+        .unwrap();
+    h.broker
+        .nack(leased[2].id, leased[2].lease_token, "e", 0, false)
         .await
         .unwrap();
     let s = h.broker.stats(Some("q")).unwrap().remove(0);
     let p1 = s.priorities.iter().find(|p| p.priority == 1).unwrap();
     let p7 = s.priorities.iter().find(|p| p.priority == 7).unwrap();
-    assert_eq!((p1.ready, p1.delayed, p1.leased, p1.dead), (2, 1, 0, 1));
-    assert_eq!((p7.ready, p7.delayed, p7.leased, p7.dead), (0, 0, 1, 0));
+    let counts = |p: &pb::PriorityStats| (p.ready, p.delayed, p.retrying, p.leased, p.dead);
+    assert_eq!(counts(p1), (1, 1, 1, 0, 1));
+    assert_eq!(counts(p7), (0, 0, 0, 1, 0));
     assert_eq!(s.priorities[0].priority, 7, "highest priority listed first");
     let c = s.counters.unwrap();
     assert_eq!(
-        (c.produced, c.delivered, c.nacked, c.dead_lettered),
-        (5, 2, 1, 1)
+        (
+            c.produced,
+            c.delivered,
+            c.nacked,
+            c.retried,
+            c.dead_lettered
+        ),
+        (5, 3, 2, 1, 1)
     );
+    // The retry becomes ready when its backoff passes and leaves `retrying`.
+    h.advance(h.broker.config().retry_max_ms).await;
+    let s = h.broker.stats(Some("q")).unwrap().remove(0);
+    let p1 = s.priorities.iter().find(|p| p.priority == 1).unwrap();
+    assert_eq!(counts(p1), (3, 0, 0, 0, 1), "retry and delay both due");
     assert!(h.broker.stats(Some("unknown")).unwrap().is_empty());
 }
 

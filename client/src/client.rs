@@ -243,6 +243,11 @@ impl Client {
         Ok(self.rpc.clone().stats(req).await?.into_inner().queues)
     }
 
+    /// A page of messages, newest first (see [`pb::ListRequest`] for the filters).
+    pub async fn list(&self, req: pb::ListRequest) -> Result<pb::ListResponse> {
+        Ok(self.rpc.clone().list(req).await?.into_inner())
+    }
+
     /// Sets a queue's fair share, backoff, lease and dedup settings.
     pub async fn configure_queue(
         &self,

@@ -5,6 +5,7 @@
 //! still holding the lock (so disk order equals memory order), releases the
 //! lock and then waits for durability before answering.
 
+mod list;
 mod ops;
 mod recovery;
 mod state;
@@ -29,6 +30,8 @@ use crate::record::{is_final, MsgRecord, Status};
 use crate::store::{Cf, Durable, Store};
 use ops::Tx;
 use state::State;
+
+pub use list::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
 
 /// Most messages one lease or fetch call hands out.
 pub const MAX_LEASE_BATCH: usize = 1000;
@@ -83,7 +86,12 @@ impl Broker {
     /// Opens the broker on the given clock without a timer driver: time moves
     /// only when the caller calls [`Broker::tick`]. For tests and simulations.
     pub fn open_with_clock(cfg: BrokerConfig, clock: Arc<dyn Clock>) -> Result<Self> {
-        let store = Store::open(&cfg.data_dir, cfg.durability, cfg.event_buffer)?;
+        let store = Store::open(
+            &cfg.data_dir,
+            cfg.durability,
+            cfg.event_buffer,
+            cfg.in_memory,
+        )?;
         let now = clock.now_ms();
         let started = std::time::Instant::now();
         let (state, cleanup) = recovery::recover(&store, &cfg, now)?;

@@ -320,6 +320,7 @@ fn finalize(st: &mut State, tx: &mut Tx<'_>, id: u64, mut s: Status, state: S) {
     }
     tx.commit.delete(Cf::Live, keys::id_key(id).to_vec());
     tx.commit.put(Cf::Done, keys::id_key(id), s.encode_to_vec());
+    tx.commit.put(Cf::Finals, final_key(id, &s), Vec::new());
     tx.commit.put(
         Cf::Expiry,
         keys::expiry_key(s.expires_at_ms, id),
@@ -394,6 +395,7 @@ pub(crate) fn nack(
         finalize(st, tx, id, s, S::Dead);
         return Ok((S::Dead, 0));
     }
+    count(st, tx, &queue, |c| c.retried += 1);
     let q = st.queue(&queue, tx.cfg);
     let delay = if retry_delay_ms > 0 {
         retry_delay_ms.min(24 * 3600 * 1000)
@@ -405,7 +407,7 @@ pub(crate) fn nack(
             id,
         )
     };
-    q.level(s.priority()).delayed += 1;
+    q.level(s.priority()).retrying += 1;
     s.set_state(S::Retrying);
     s.lease_token = 0;
     s.lease_deadline_ms = 0;
@@ -461,8 +463,9 @@ pub(crate) fn cancel(st: &mut State, tx: &mut Tx<'_>, id: u64) -> Result<S> {
         }
         S::Delayed | S::Retrying => {
             st.timers.remove(&(s.due_ms, id));
-            let l = st.queue(&s.queue, tx.cfg).level(s.priority());
-            l.delayed = l.delayed.saturating_sub(1);
+            st.queue(&s.queue, tx.cfg)
+                .level(s.priority())
+                .leave_timer(s.state());
         }
         S::Leased => {
             if let Some(s) = st.jobs.get_mut(&id) {
@@ -496,12 +499,14 @@ pub(crate) fn tick(st: &mut State, tx: &mut Tx<'_>) {
         let Some(s) = st.jobs.get_mut(&id) else {
             continue;
         };
+        let was = s.state();
         s.set_state(S::Queued);
         s.due_ms = 0;
         s.updated_at_ms = now;
         let s = s.clone();
-        let l = st.queue(&s.queue, tx.cfg).level(s.priority());
-        l.delayed = l.delayed.saturating_sub(1);
+        st.queue(&s.queue, tx.cfg)
+            .level(s.priority())
+            .leave_timer(was);
         enqueue(st, tx, id, &s);
     }
     while let Some(&(deadline, id)) = st.leases.first() {
@@ -549,6 +554,7 @@ pub(crate) fn requeue(st: &mut State, tx: &mut Tx<'_>, id: u64, mut s: Status) {
     let queue = s.queue.clone();
     tx.commit.delete(Cf::Dead, keys::dead_key(&queue, id));
     tx.commit.delete(Cf::Done, keys::id_key(id).to_vec());
+    tx.commit.delete(Cf::Finals, final_key(id, &s));
     tx.commit
         .delete(Cf::Expiry, keys::expiry_key(s.expires_at_ms, id).to_vec());
     s.set_state(S::Queued);
@@ -572,6 +578,11 @@ fn enqueue(st: &mut State, tx: &mut Tx<'_>, id: u64, s: &Status) {
     tx.event(id, s, false);
 }
 
+/// The `finals` index key of a final message.
+pub(crate) fn final_key(id: u64, s: &Status) -> Vec<u8> {
+    keys::final_key(&s.queue, s.state as u8, s.created_at_ms, id)
+}
+
 /// Removes every stored trace of a final message.
 pub(crate) fn remove_final(st: &mut State, tx: &mut Tx<'_>, id: u64, s: &Status) {
     if s.state() == S::Dead {
@@ -580,6 +591,7 @@ pub(crate) fn remove_final(st: &mut State, tx: &mut Tx<'_>, id: u64, s: &Status)
         l.dead = l.dead.saturating_sub(1);
     }
     tx.commit.delete(Cf::Done, keys::id_key(id).to_vec());
+    tx.commit.delete(Cf::Finals, final_key(id, s));
     tx.commit
         .delete(Cf::Expiry, keys::expiry_key(s.expires_at_ms, id).to_vec());
     tx.commit.delete(Cf::Msgs, keys::id_key(id).to_vec());

@@ -15,8 +15,11 @@ use crate::store::{Cf, Commit, Store};
 pub(crate) fn recover(store: &Store, cfg: &BrokerConfig, now: u64) -> Result<(State, Commit)> {
     let mut st = State::default();
     let mut cleanup = Commit::default();
+    let mut finals_indexed = false;
     store.scan(Cf::Meta, b"", None, |k, v| {
-        if k == keys::META_LAST_ID {
+        if k == keys::META_FINALS_INDEXED {
+            finals_indexed = true;
+        } else if k == keys::META_LAST_ID {
             st.last_id = keys::decode_id(v)?;
         } else if let Some(q) = k.strip_prefix(b"counters/") {
             let name = String::from_utf8_lossy(q).into_owned();
@@ -34,9 +37,13 @@ pub(crate) fn recover(store: &Store, cfg: &BrokerConfig, now: u64) -> Result<(St
         let p = s.priority();
         match s.state() {
             S::Queued => st.queue(&s.queue, cfg).push_ready(p, id),
-            S::Delayed | S::Retrying => {
+            S::Delayed => {
                 st.timers.insert((s.due_ms, id));
                 st.queue(&s.queue, cfg).level(p).delayed += 1;
+            }
+            S::Retrying => {
+                st.timers.insert((s.due_ms, id));
+                st.queue(&s.queue, cfg).level(p).retrying += 1;
             }
             // Deadlines that passed while down expire at the first tick.
             S::Leased => {
@@ -70,5 +77,31 @@ pub(crate) fn recover(store: &Store, cfg: &BrokerConfig, now: u64) -> Result<(St
         }
         Ok(true)
     })?;
+    if !finals_indexed {
+        index_finals(store)?;
+    }
     Ok((st, cleanup))
+}
+
+/// Builds the `finals` index for a database written before it existed,
+/// before the broker answers anything.
+fn index_finals(store: &Store) -> Result<()> {
+    let mut commit = Commit::default();
+    let mut n = 0u64;
+    store.scan(Cf::Done, b"", None, |k, v| {
+        let id = keys::decode_id(k)?;
+        commit.put(
+            Cf::Finals,
+            super::ops::final_key(id, &Status::decode(v)?),
+            Vec::new(),
+        );
+        n += 1;
+        Ok(true)
+    })?;
+    commit.put(Cf::Meta, keys::META_FINALS_INDEXED, Vec::new());
+    store.write_now(&commit)?;
+    if n > 0 {
+        tracing::info!(messages = n, "indexed final messages for listing");
+    }
+    Ok(())
 }

@@ -15,8 +15,21 @@ use crate::record::Status;
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct LevelCounts {
     pub(crate) delayed: u64,
+    pub(crate) retrying: u64,
     pub(crate) leased: u64,
     pub(crate) dead: u64,
+}
+
+impl LevelCounts {
+    /// Counts a delayed or retrying message (by its state) as leaving its timer.
+    pub(crate) fn leave_timer(&mut self, state: docproc_proto::broker::v1::State) {
+        let n = if state == docproc_proto::broker::v1::State::Retrying {
+            &mut self.retrying
+        } else {
+            &mut self.delayed
+        };
+        *n = n.saturating_sub(1);
+    }
 }
 
 /// Everything the engine knows about one queue.
@@ -123,11 +136,12 @@ impl QueueState {
                     priority: u32::from(p),
                     ready: self.ready.get(&p).map_or(0, |s| s.len() as u64),
                     delayed: l.delayed,
+                    retrying: l.retrying,
                     leased: l.leased,
                     dead: l.dead,
                 }
             })
-            .filter(|s| s.ready + s.delayed + s.leased + s.dead > 0)
+            .filter(|s| s.ready + s.delayed + s.retrying + s.leased + s.dead > 0)
             .collect();
         QueueStats {
             queue: name.to_string(),

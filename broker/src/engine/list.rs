@@ -1,0 +1,129 @@
+//! Listing messages newest first: live ones from the in-memory index, final
+//! ones from the `finals` index, merged by `(created_at, id)`.
+
+use docproc_proto::broker::v1::{ListCursor, ListRequest, ListResponse, State as S};
+
+use super::Broker;
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::record::is_final;
+use crate::store::Cf;
+
+/// Page size when a request names none.
+pub const DEFAULT_LIST_LIMIT: usize = 100;
+/// Largest page.
+pub const MAX_LIST_LIMIT: usize = 1000;
+
+const ALL_STATES: [S; 7] = [
+    S::Queued,
+    S::Delayed,
+    S::Leased,
+    S::Retrying,
+    S::Completed,
+    S::Dead,
+    S::Cancelled,
+];
+
+impl Broker {
+    /// A page of messages, newest first, filtered by queue, state and
+    /// creation time. Live messages are matched in memory (a pass over all
+    /// of them under the state lock); final ones by range scans of the
+    /// `finals` index, one per queue and final state asked for.
+    pub fn list(&self, req: &ListRequest) -> Result<ListResponse> {
+        let limit = match req.limit as usize {
+            0 => DEFAULT_LIST_LIMIT,
+            n => n.min(MAX_LIST_LIMIT),
+        };
+        for q in &req.queues {
+            keys::validate_queue(q)?;
+        }
+        let states = if req.states.is_empty() {
+            ALL_STATES.to_vec()
+        } else {
+            req.states
+                .iter()
+                .map(|&s| match S::try_from(s) {
+                    Ok(S::Unspecified) | Err(_) => {
+                        Err(Error::InvalidArgument(format!("unknown state {s}")))
+                    }
+                    Ok(s) => Ok(s),
+                })
+                .collect::<Result<Vec<_>>>()?
+        };
+        // Matches are `(created_at, id)` in `[lower, upper)`.
+        let mut upper = (u64::MAX, u64::MAX);
+        if req.created_to_ms > 0 {
+            upper = upper.min((req.created_to_ms, 0));
+        }
+        if let Some(c) = &req.after {
+            upper = upper.min((c.created_at_ms, c.id));
+        }
+        let lower = (req.created_from_ms, 0);
+        if lower >= upper {
+            return Ok(ListResponse::default());
+        }
+        let in_range = |k: (u64, u64)| k >= lower && k < upper;
+        let want = limit + 1;
+        let named = |q: &str| req.queues.is_empty() || req.queues.iter().any(|n| n == q);
+
+        let mut hits = Vec::new();
+        let queues: Vec<String> = {
+            let st = self.inner.state.lock();
+            let live: Vec<S> = states.iter().copied().filter(|s| !is_final(*s)).collect();
+            if !live.is_empty() {
+                for (&id, s) in &st.jobs {
+                    let k = (s.created_at_ms, id);
+                    if in_range(k) && live.contains(&s.state()) && named(&s.queue) {
+                        hits.push(k);
+                    }
+                }
+            }
+            if req.queues.is_empty() {
+                st.queues.keys().cloned().collect()
+            } else {
+                req.queues.clone()
+            }
+        };
+        keep_newest(&mut hits, want);
+        for q in &queues {
+            for s in states.iter().filter(|s| is_final(**s)) {
+                let from = keys::final_key(q, *s as u8, lower.0, lower.1);
+                let to = keys::final_key(q, *s as u8, upper.0, upper.1);
+                let mut n = 0;
+                self.inner.store.scan_rev(Cf::Finals, &from, &to, |k, _| {
+                    hits.push(keys::decode_final_key(k)?);
+                    n += 1;
+                    Ok(n < want)
+                })?;
+                keep_newest(&mut hits, want);
+            }
+        }
+        hits.sort_unstable_by(|a, b| b.cmp(a));
+        // A message that turned final during the listing can be seen twice.
+        hits.dedup();
+        let more = hits.len() > limit;
+        hits.truncate(limit);
+        let mut messages = Vec::with_capacity(hits.len());
+        for &(_, id) in &hits {
+            match self.get(id, req.with_payload) {
+                Ok(m) => messages.push(m),
+                // Removed by the retention sweep meanwhile.
+                Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let next = hits
+            .last()
+            .filter(|_| more)
+            .map(|&(created_at_ms, id)| ListCursor { created_at_ms, id });
+        Ok(ListResponse { messages, next })
+    }
+}
+
+/// Keeps the `n` largest keys (in no particular order).
+fn keep_newest(hits: &mut Vec<(u64, u64)>, n: usize) {
+    if hits.len() > n {
+        hits.select_nth_unstable_by(n - 1, |a, b| b.cmp(a));
+        hits.truncate(n);
+    }
+}
