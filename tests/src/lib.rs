@@ -1,5 +1,7 @@
 //! Shared helpers for the cross-crate integration tests: brokers served on
-//! `127.0.0.1:0` with a shutdown handle.
+//! `127.0.0.1:0` with a shutdown handle, and the queue conformance suite.
+
+pub mod conformance;
 
 use std::net::SocketAddr;
 
