@@ -4,8 +4,9 @@
 //! Environment: `BENCH_SCALE` (default 1.0) scales every message count;
 //! `BENCH_FLOW` sets the long-run message count (default 10,000,000);
 //! `BENCH_ONLY` (comma-separated: raw, redis, produce1, produce100, consume,
-//! latency, flow, recovery) runs a subset.
+//! latency, flow, recovery, jobs) runs a subset.
 
+mod jobs;
 mod peers;
 mod workloads;
 
@@ -95,6 +96,9 @@ fn main() -> anyhow::Result<()> {
         }
         if run("latency") {
             print(vec![workloads::latency(5_000, scaled(50_000)).await?]);
+        }
+        if run("jobs") {
+            print(jobs::all(scaled(20_000)).await?);
         }
         if run("flow") {
             print(workloads::flow(flow).await?);

@@ -10,14 +10,14 @@ use futures::StreamExt;
 
 use crate::{scaled, Row, PAYLOAD};
 
-struct Served {
+pub(crate) struct Served {
     _dir: tempfile::TempDir,
     broker: Broker,
-    url: String,
+    pub(crate) url: String,
     stop: tokio::sync::oneshot::Sender<()>,
 }
 
-async fn serve(durability: Durability) -> anyhow::Result<Served> {
+pub(crate) async fn serve(durability: Durability) -> anyhow::Result<Served> {
     let dir = tempfile::tempdir_in(".")?;
     let mut cfg = BrokerConfig::with_dir(dir.path());
     cfg.durability = match std::env::var("BENCH_DURABILITY") {
@@ -44,7 +44,7 @@ async fn serve(durability: Durability) -> anyhow::Result<Served> {
 }
 
 impl Served {
-    fn finish(self) {
+    pub(crate) fn finish(self) {
         let _ = self.stop.send(());
         self.broker.close();
     }
@@ -54,7 +54,7 @@ fn payload() -> Vec<u8> {
     (0..PAYLOAD).map(|i| (i % 251) as u8).collect()
 }
 
-fn percentiles(mut v: Vec<Duration>) -> Option<(Duration, Duration)> {
+pub(crate) fn percentiles(mut v: Vec<Duration>) -> Option<(Duration, Duration)> {
     if v.is_empty() {
         return None;
     }
