@@ -1,0 +1,174 @@
+//! File type detection from content (magic bytes and container entries),
+//! never from the client's file name.
+
+use std::io::Read;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// A document format the server can extract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Office Open XML workbook.
+    Xlsx,
+    /// Office Open XML workbook with macros.
+    Xlsm,
+    /// Excel binary workbook.
+    Xlsb,
+    /// Excel 97–2003 workbook (OLE compound file).
+    Xls,
+    /// OpenDocument spreadsheet.
+    Ods,
+    /// Comma-, semicolon- or tab-separated text.
+    Csv,
+    /// Portable Document Format.
+    Pdf,
+}
+
+impl Format {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Xlsx => "xlsx",
+            Format::Xlsm => "xlsm",
+            Format::Xlsb => "xlsb",
+            Format::Xls => "xls",
+            Format::Ods => "ods",
+            Format::Csv => "csv",
+            Format::Pdf => "pdf",
+        }
+    }
+
+    /// Whether the spreadsheet extractor reads it.
+    pub fn is_spreadsheet(self) -> bool {
+        !matches!(self, Format::Pdf)
+    }
+}
+
+/// Bytes of the file looked at for text detection.
+const HEAD: usize = 8192;
+
+/// Decides the format of the file at `path`; `None` when unsupported.
+pub fn detect(path: &Path) -> std::io::Result<Option<Format>> {
+    let mut head = Vec::with_capacity(HEAD);
+    std::fs::File::open(path)?
+        .take(HEAD as u64)
+        .read_to_end(&mut head)?;
+    Ok(match sniff(&head) {
+        Some(Sniffed::Zip) => zip_format(path),
+        Some(Sniffed::Format(f)) => Some(f),
+        None => None,
+    })
+}
+
+enum Sniffed {
+    Format(Format),
+    Zip,
+}
+
+fn sniff(head: &[u8]) -> Option<Sniffed> {
+    const OLE: &[u8] = &[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
+    if head.starts_with(b"PK\x03\x04") {
+        return Some(Sniffed::Zip);
+    }
+    if head.starts_with(OLE) {
+        return Some(Sniffed::Format(Format::Xls));
+    }
+    // PDF readers accept the header anywhere in the first KiB.
+    let first_kib = &head[..head.len().min(1024)];
+    if first_kib.windows(5).any(|w| w == b"%PDF-") {
+        return Some(Sniffed::Format(Format::Pdf));
+    }
+    looks_like_csv(head).then_some(Sniffed::Format(Format::Csv))
+}
+
+/// Text (UTF-8, no NUL) whose first lines contain a separator.
+fn looks_like_csv(head: &[u8]) -> bool {
+    if head.is_empty() || head.contains(&0) {
+        return false;
+    }
+    let text = match std::str::from_utf8(head) {
+        Ok(t) => t,
+        // A multi-byte character cut at the end of the sample is fine.
+        Err(e) if e.error_len().is_none() => match std::str::from_utf8(&head[..e.valid_up_to()]) {
+            Ok(t) => t,
+            Err(_) => return false,
+        },
+        Err(_) => return false,
+    };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if text
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return false;
+    }
+    text.lines()
+        .take(5)
+        .any(|l| l.contains(',') || l.contains(';') || l.contains('\t'))
+}
+
+/// Office documents are zip files told apart by their entries.
+fn zip_format(path: &Path) -> Option<Format> {
+    let file = std::fs::File::open(path).ok()?;
+    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file)).ok()?;
+    let has = |zip: &zip::ZipArchive<_>, name: &str| zip.index_for_name(name).is_some();
+    if has(&zip, "xl/workbook.bin") {
+        return Some(Format::Xlsb);
+    }
+    if has(&zip, "xl/workbook.xml") {
+        return Some(if has(&zip, "xl/vbaProject.bin") {
+            Format::Xlsm
+        } else {
+            Format::Xlsx
+        });
+    }
+    let mut mimetype = String::new();
+    zip.by_name("mimetype")
+        .ok()?
+        .take(100)
+        .read_to_string(&mut mimetype)
+        .ok()?;
+    (mimetype.trim() == "application/vnd.oasis.opendocument.spreadsheet").then_some(Format::Ods)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sniffed(b: &[u8]) -> Option<Format> {
+        match sniff(b) {
+            Some(Sniffed::Format(f)) => Some(f),
+            Some(Sniffed::Zip) => Some(Format::Xlsx),
+            None => None,
+        }
+    }
+
+    #[test]
+    fn sniffs_by_content() {
+        assert_eq!(sniffed(b"%PDF-1.7\n..."), Some(Format::Pdf));
+        assert_eq!(sniffed(b"\n\n%PDF-1.4"), Some(Format::Pdf));
+        assert_eq!(
+            sniffed(&[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1, 0]),
+            Some(Format::Xls)
+        );
+        assert_eq!(sniffed(b"a,b,c\n1,2,3\n"), Some(Format::Csv));
+        assert_eq!(
+            sniffed("\u{feff}name;city\nÅsa;Malmö\n".as_bytes()),
+            Some(Format::Csv)
+        );
+        assert_eq!(sniffed(b"x\ty\n1\t2"), Some(Format::Csv));
+        assert_eq!(sniffed(b"just words without separators"), None);
+        assert_eq!(sniffed(b"\x7fELF\x02\x01\x01\0\0\0"), None);
+        assert_eq!(
+            sniffed(b"GIF89a\x01\x02,,,"),
+            None,
+            "control bytes are not text"
+        );
+        assert_eq!(sniffed(b""), None);
+        assert_eq!(sniffed(&[0xff, 0xfe, b',', 0]), None);
+        // A cut multi-byte character at the end of the sample is still text.
+        assert_eq!(sniffed(&"a,é".as_bytes()[..4]), Some(Format::Csv));
+    }
+}

@@ -1,0 +1,264 @@
+//! Runs extraction in a child process, `docproc extract`, under `prlimit`
+//! address-space and CPU-time limits with a wall-clock timeout. A file that
+//! makes a parser overflow its stack, abort or run out of memory kills only
+//! the child; the job fails with what happened.
+//!
+//! The child writes `result.json` and `result.html` into the output
+//! directory and exits 0; on a refused file it prints the reason on stderr
+//! and exits [`EXIT_INVALID`] or [`EXIT_LIMIT`].
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::watch;
+
+use super::{extract, html, summary, ExtractError, Format, Limits};
+
+/// Exit code of a child that refused a damaged, encrypted or foreign file.
+pub const EXIT_INVALID: i32 = 2;
+/// Exit code of a child that refused a file over a limit.
+pub const EXIT_LIMIT: i32 = 3;
+/// Exit code of a child that could not read or write its files.
+pub const EXIT_IO: i32 = 4;
+/// Most stderr kept from a child.
+const MAX_STDERR: u64 = 16 * 1024;
+
+/// How a sandboxed extraction failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SandboxError {
+    /// The file cannot be extracted (damaged, encrypted, over a limit).
+    /// Retrying will not help.
+    #[error("{0}")]
+    Refused(String),
+    /// The parser crashed or ran out of memory or CPU time on this file.
+    /// Retrying will not help.
+    #[error("{0}")]
+    Crashed(String),
+    /// It took longer than allowed.
+    #[error("extraction timed out after {0:?}")]
+    TimedOut(Duration),
+    /// The extractor could not be started or its output not read; may be transient.
+    #[error("extractor failed to run: {0}")]
+    Io(String),
+}
+
+impl SandboxError {
+    /// Whether the same file will fail the same way again.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, SandboxError::Refused(_) | SandboxError::Crashed(_))
+    }
+}
+
+/// Where and how extractor processes run.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    /// The `docproc` binary (its `extract` subcommand).
+    pub exe: PathBuf,
+    /// `prlimit` from util-linux; without it the child runs unbounded.
+    pub prlimit: Option<PathBuf>,
+    /// Input limits, passed to the child.
+    pub limits: Limits,
+}
+
+impl Sandbox {
+    /// The current executable, with `prlimit` found on `PATH`.
+    pub fn current(limits: Limits) -> std::io::Result<Self> {
+        Ok(Self {
+            exe: std::env::current_exe()?,
+            prlimit: find_on_path("prlimit"),
+            limits,
+        })
+    }
+
+    /// Extracts `input` into `out_dir/result.json` and `out_dir/result.html`
+    /// and answers the result's summary. `timeout` bounds wall-clock time
+    /// (and, rounded up, CPU time).
+    /// Progress reports of the child (`{"done","total","unit"}`) are
+    /// published on `progress` as they arrive.
+    pub async fn run(
+        &self,
+        format: Format,
+        input: &Path,
+        out_dir: &Path,
+        title: &str,
+        timeout: Duration,
+        progress: watch::Sender<Option<Value>>,
+    ) -> Result<Value, SandboxError> {
+        let io = |e: std::io::Error| SandboxError::Io(e.to_string());
+        tokio::fs::create_dir_all(out_dir).await.map_err(io)?;
+        let limits =
+            serde_json::to_string(&self.limits).map_err(|e| SandboxError::Io(e.to_string()))?;
+        let mut cmd = match &self.prlimit {
+            Some(p) => {
+                let mut c = Command::new(p);
+                c.arg(format!("--as={}", self.limits.memory_bytes))
+                    .arg(format!("--cpu={}", timeout.as_secs().max(1) + 1))
+                    .arg("--core=0")
+                    .arg("--")
+                    .arg(&self.exe);
+                c
+            }
+            None => Command::new(&self.exe),
+        };
+        cmd.arg("extract")
+            .arg("--format")
+            .arg(format.as_str())
+            .arg("--input")
+            .arg(input)
+            .arg("--output-dir")
+            .arg(out_dir)
+            .arg("--title")
+            .arg(title)
+            .arg("--limits")
+            .arg(limits)
+            .env("RUST_BACKTRACE", "0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(io)?;
+        let stdout = child.stdout.take();
+        let read_progress = async move {
+            let Some(out) = stdout else { return };
+            let mut lines = BufReader::new(out).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    progress.send_replace(Some(v));
+                }
+            }
+        };
+        let mut stderr = child.stderr.take();
+        let read_err = async move {
+            let mut buf = Vec::new();
+            if let Some(e) = stderr.as_mut() {
+                let _ = e.take(MAX_STDERR).read_to_end(&mut buf).await;
+            }
+            String::from_utf8_lossy(&buf).trim().to_string()
+        };
+        let waited = tokio::time::timeout(timeout, async {
+            let (status, err, ()) = tokio::join!(child.wait(), read_err, read_progress);
+            (status, err)
+        })
+        .await;
+        let (status, err) = match waited {
+            Ok((status, err)) => (status.map_err(io)?, err),
+            Err(_) => {
+                let _ = child.kill().await;
+                return Err(SandboxError::TimedOut(timeout));
+            }
+        };
+        let last = err.lines().last().unwrap_or("").to_string();
+        if status.success() {
+            let raw = tokio::fs::read(out_dir.join("summary.json"))
+                .await
+                .map_err(io)?;
+            return serde_json::from_slice(&raw).map_err(|e| SandboxError::Io(e.to_string()));
+        }
+        match status.code() {
+            Some(EXIT_INVALID) | Some(EXIT_LIMIT) => Err(SandboxError::Refused(last)),
+            // 126/127: prlimit (or the shell) could not execute the extractor.
+            Some(EXIT_IO) | Some(126) | Some(127) => Err(SandboxError::Io(last)),
+            Some(code) => Err(SandboxError::Crashed(format!(
+                "the parser failed on this file (exit {code}): {}",
+                crash_reason(&err)
+            ))),
+            None => Err(SandboxError::Crashed(format!(
+                "the parser crashed on this file ({}): {}",
+                signal_name(&status),
+                crash_reason(&err)
+            ))),
+        }
+    }
+}
+
+fn crash_reason(stderr: &str) -> String {
+    if stderr.contains("overflowed its stack") {
+        "stack overflow (nesting too deep)".into()
+    } else if stderr.contains("memory allocation") || stderr.contains("capacity overflow") {
+        "out of memory".into()
+    } else {
+        stderr
+            .lines()
+            .last()
+            .unwrap_or("no message")
+            .chars()
+            .take(500)
+            .collect()
+    }
+}
+
+fn signal_name(status: &std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status.signal() {
+        Some(6) => "SIGABRT".into(),
+        Some(9) => "SIGKILL, out of CPU time or killed".into(),
+        Some(11) => "SIGSEGV".into(),
+        Some(24) => "SIGXCPU, out of CPU time".into(),
+        Some(s) => format!("signal {s}"),
+        None => "unknown".into(),
+    }
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+/// The child side (`docproc extract`): extract, write the files, exit.
+/// Returns the process exit code.
+pub fn child_main(
+    format: Format,
+    input: &Path,
+    out_dir: &Path,
+    title: &str,
+    limits: &Limits,
+) -> i32 {
+    // Progress goes to stdout, one JSON object per line, for the parent.
+    let mut report = |done: usize, total: usize, unit: &'static str| {
+        println!(
+            "{}",
+            serde_json::json!({ "done": done, "total": total, "unit": unit })
+        );
+    };
+    let result = match extract(input, format, limits, &mut report) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("{e}");
+            return match e {
+                ExtractError::Invalid(_) => EXIT_INVALID,
+                ExtractError::Limit(_) => EXIT_LIMIT,
+                ExtractError::Io(_) => EXIT_IO,
+            };
+        }
+    };
+    let write = || -> std::io::Result<()> {
+        let page = html::render(title, &result);
+        write_atomic(&out_dir.join("result.html"), page.as_bytes())?;
+        write_atomic(&out_dir.join("result.json"), &serde_json::to_vec(&result)?)?;
+        write_atomic(
+            &out_dir.join("summary.json"),
+            &serde_json::to_vec(&summary(&result))?,
+        )
+    };
+    match write() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("cannot write the result: {e}");
+            EXIT_IO
+        }
+    }
+}
+
+/// Writes to a temporary name and renames, so readers never see half a file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
