@@ -5,5 +5,17 @@
 //! # Layout
 //! - [`queue`]: the [`Queue`](queue::Queue) trait the server runs on, the job
 //!   model, and the adapters chosen by URL (`rocksdb://`, `memory://`, `grpc://`).
+//! - [`http`]: the HTTP API (axum), one file per resource.
+//! - [`worker`]: worker pools per job type; [`analysis`]: the built-in analysis.
+//! - [`extract`]: type detection, the spreadsheet and PDF readers, HTML pages,
+//!   and the sandbox that runs readers in a child process.
+//! - [`results`]: the result store; [`config`]: settings; [`serve`]: wiring.
 
+pub mod analysis;
+pub mod config;
+pub mod extract;
+pub mod http;
 pub mod queue;
+pub mod results;
+pub mod serve;
+pub mod worker;

@@ -1,7 +1,7 @@
-//! The `docproc` binary: one executable for the broker, and (in later
-//! releases) the processing server and its workers.
+//! The `docproc` binary: the processing server, its workers, and the broker.
 
 mod broker_cmd;
+mod serve_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -15,8 +15,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the processing server: HTTP API, worker pools, embedded queue.
+    Serve(serve_cmd::ServeArgs),
+    /// Run worker pools alone against a queue (e.g. grpc:// to a broker).
+    Worker(serve_cmd::WorkerArgs),
     /// Run the durable priority broker over gRPC.
     Broker(broker_cmd::BrokerArgs),
+    /// Extract one file (run by the server in a sandboxed child process).
+    #[command(hide = true)]
+    Extract(serve_cmd::ExtractArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -29,12 +36,19 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     let cli = Cli::parse();
+    if let Command::Extract(args) = cli.command {
+        // No runtime, no threads: a parser crash takes down only this process.
+        std::process::exit(serve_cmd::extract(args));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
         match cli.command {
+            Command::Serve(args) => serve_cmd::serve(args).await,
+            Command::Worker(args) => serve_cmd::worker(args).await,
             Command::Broker(args) => broker_cmd::run(args).await,
+            Command::Extract(_) => Ok(()),
         }
     })
 }

@@ -1,0 +1,115 @@
+//! Settings of `docproc serve` and `docproc worker`, with every default in
+//! [`ServeConfig::default`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::extract::Limits;
+
+/// Job types the server publishes and its pools consume.
+pub mod job_types {
+    /// Spreadsheets: xlsx, xlsm, xlsb, xls, ods, CSV.
+    pub const EXCEL: &str = "excel_processing";
+    /// PDF documents.
+    pub const PDF: &str = "pdf_processing";
+    /// Analysis of an extracted result.
+    pub const AI: &str = "ai_analysis";
+}
+
+/// Worker pool sizes per job type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pools {
+    /// Spreadsheet workers.
+    pub excel: usize,
+    /// PDF workers.
+    pub pdf: usize,
+    /// Analysis workers.
+    pub ai: usize,
+}
+
+impl Pools {
+    /// `(job type, size)` of every pool with at least one worker.
+    pub fn sizes(&self) -> Vec<(&'static str, usize)> {
+        [
+            (job_types::EXCEL, self.excel),
+            (job_types::PDF, self.pdf),
+            (job_types::AI, self.ai),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect()
+    }
+}
+
+/// Everything `docproc serve` runs with.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// Uploads, results and (by default) the embedded queue live here.
+    pub data_dir: PathBuf,
+    /// Queue URL; `None` is the embedded broker in `DATA_DIR/queue`.
+    pub queue_url: Option<String>,
+    /// Largest upload accepted, in bytes.
+    pub max_upload_bytes: u64,
+    /// Worker pool sizes.
+    pub pools: Pools,
+    /// Lease of every job: a worker silent this long loses it.
+    pub job_timeout: Duration,
+    /// Failures retried before a job fails.
+    pub max_retries: u32,
+    /// How often a worker renews its lease and checks for a cancel;
+    /// `None` is a third of the job timeout (at most 30 s).
+    pub heartbeat: Option<Duration>,
+    /// How long results are kept after their job finished.
+    pub result_retention: Duration,
+    /// Parser input limits.
+    pub limits: Limits,
+    /// The `docproc` binary that runs extractions; `None` is this executable.
+    pub extractor: Option<PathBuf>,
+}
+
+impl Default for ServeConfig {
+    /// `127.0.0.1:8080`, `./data`, the embedded queue, 100 MiB uploads,
+    /// pools excel 2 / pdf 2 / ai 1, 300 s job timeout, 3 retries, results
+    /// kept 7 days, [`Limits::default`].
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            queue_url: None,
+            max_upload_bytes: 100 * 1024 * 1024,
+            pools: Pools {
+                excel: 2,
+                pdf: 2,
+                ai: 1,
+            },
+            job_timeout: Duration::from_secs(300),
+            max_retries: 3,
+            heartbeat: None,
+            result_retention: Duration::from_secs(7 * 24 * 3600),
+            limits: Limits::default(),
+            extractor: None,
+        }
+    }
+}
+
+impl ServeConfig {
+    /// The queue URL in effect.
+    pub fn queue_url(&self) -> String {
+        self.queue_url
+            .clone()
+            .unwrap_or_else(|| format!("rocksdb://{}", self.data_dir.join("queue").display()))
+    }
+
+    /// Where uploads wait for their job.
+    pub fn uploads_dir(&self) -> PathBuf {
+        self.data_dir.join("uploads")
+    }
+
+    /// Where results are stored, one directory per job.
+    pub fn results_dir(&self) -> PathBuf {
+        self.data_dir.join("results")
+    }
+}

@@ -1,0 +1,149 @@
+//! The HTTP API: one file per resource, each with its `router()`; shared
+//! state; the error body `{"code","message"}` every failure answers with.
+
+mod jobs;
+mod stats;
+mod upload;
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::config::ServeConfig;
+use crate::queue::{Queue, QueueError};
+use crate::results::ResultStore;
+use crate::worker::WorkerContext;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The queue jobs go through.
+    pub queue: Arc<dyn Queue>,
+    /// Finished results.
+    pub results: ResultStore,
+    /// Settings.
+    pub config: Arc<ServeConfig>,
+    /// The local worker pools, when this process runs them (for stats).
+    pub workers: Option<Arc<WorkerContext>>,
+}
+
+/// The whole API as a router (tests call it without a socket).
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .merge(upload::router(state.config.max_upload_bytes))
+        .merge(jobs::router())
+        .merge(stats::router())
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .with_state(state)
+}
+
+/// An error answered as `{"code","message"}` with its status.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    /// An error with a status, a stable code and a human message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_argument", message)
+    }
+
+    fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the server log",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({ "code": self.code, "message": self.message }));
+        (self.status, body).into_response()
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(e: QueueError) -> Self {
+        let msg = e.to_string();
+        match e {
+            QueueError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "not_found", msg),
+            QueueError::InvalidArgument(_) | QueueError::InvalidUrl { .. } => {
+                Self::bad_request(msg)
+            }
+            QueueError::Conflict { .. } | QueueError::LeaseLost(_) => {
+                Self::new(StatusCode::CONFLICT, "conflict", msg)
+            }
+            QueueError::TooLarge(_) => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", msg),
+            QueueError::Unavailable(_) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", msg)
+            }
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
+        Self::bad_request(e.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        Self::bad_request(e.body_text())
+    }
+}
+
+/// Unix ms as RFC 3339 UTC (`2024-03-01T12:00:00.123Z`).
+pub fn rfc3339(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            super::rfc3339(1_709_294_400_123),
+            "2024-03-01T12:00:00.123Z"
+        );
+        assert_eq!(super::rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+}

@@ -1,0 +1,22 @@
+//! `GET /api/queue/stats`: depth per job type and priority by status,
+//! counters, and the utilisation of this process's worker pools.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use super::{ApiError, AppState};
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new().route("/api/queue/stats", get(stats))
+}
+
+async fn stats(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let types = st.queue.stats().await?;
+    Ok(Json(json!({
+        "backend": st.queue.backend(),
+        "job_types": types,
+        "workers": st.workers.as_ref().map(|w| w.utilisation()),
+    })))
+}

@@ -1,0 +1,228 @@
+//! `POST /api/upload-async`: streams the file to disk under a server-made
+//! name with a size cap, decides its type from content, queues the job and
+//! answers at once with its id.
+
+use std::path::PathBuf;
+
+use axum::extract::{DefaultBodyLimit, Multipart, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+
+use super::{ApiError, AppState};
+use crate::config::job_types;
+use crate::extract::{detect, Format};
+use crate::queue::{NewJob, Priority};
+use crate::worker::ExtractPayload;
+
+/// Longest accepted text field (priority, callback_url, analyze).
+const MAX_FIELD: usize = 4096;
+
+pub(super) fn router(max_upload: u64) -> Router<AppState> {
+    // Room for the multipart framing and the small fields around the file.
+    let limit = usize::try_from(max_upload.saturating_add(64 * 1024)).unwrap_or(usize::MAX);
+    Router::new().route(
+        "/api/upload-async",
+        post(upload).layer(DefaultBodyLimit::max(limit)),
+    )
+}
+
+fn too_large(max: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        format!("the upload exceeds the limit of {max} bytes"),
+    )
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError, max: u64) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        too_large(max)
+    } else {
+        ApiError::bad_request(format!("malformed multipart body: {}", e.body_text()))
+    }
+}
+
+/// A file on disk that is removed unless kept.
+struct Spool {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Only letters, digits and `.-_ ` of the client's name are kept, for display.
+fn display_name(name: Option<&str>) -> String {
+    let cleaned: String = name
+        .unwrap_or("upload")
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or("upload")
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | ' '))
+        .take(120)
+        .collect();
+    if cleaned.trim().is_empty() {
+        "upload".into()
+    } else {
+        cleaned
+    }
+}
+
+async fn upload(
+    State(st): State<AppState>,
+    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let max = st.config.max_upload_bytes;
+    let mut multipart = multipart.map_err(|e| {
+        ApiError::bad_request(format!("expected multipart/form-data: {}", e.body_text()))
+    })?;
+    let dir = st.config.uploads_dir();
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut spool: Option<(Spool, String)> = None;
+    let (mut priority, mut callback_url, mut analyze) = (Priority::Normal, None, false);
+    while let Some(mut field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| multipart_error(e, max))?
+    {
+        match field.name().unwrap_or("") {
+            "file" => {
+                if spool.is_some() {
+                    return Err(ApiError::bad_request("only one file per upload"));
+                }
+                let name = display_name(field.file_name());
+                let path = dir.join(format!("{:032x}.upload", rand::random::<u128>()));
+                let guard = Spool {
+                    path: path.clone(),
+                    keep: false,
+                };
+                let mut file = tokio::fs::File::create(&path)
+                    .await
+                    .map_err(ApiError::internal)?;
+                let mut written = 0u64;
+                while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(e, max))? {
+                    written += chunk.len() as u64;
+                    if written > max {
+                        return Err(too_large(max));
+                    }
+                    file.write_all(&chunk).await.map_err(ApiError::internal)?;
+                }
+                file.flush().await.map_err(ApiError::internal)?;
+                if written == 0 {
+                    return Err(ApiError::bad_request("the file is empty"));
+                }
+                spool = Some((guard, name));
+            }
+            other => {
+                let other = other.to_string();
+                let mut value = Vec::new();
+                while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(e, max))? {
+                    value.extend_from_slice(&chunk);
+                    if value.len() > MAX_FIELD {
+                        return Err(ApiError::bad_request(format!(
+                            "field {other:?} is too long"
+                        )));
+                    }
+                }
+                let value = String::from_utf8(value)
+                    .map_err(|_| ApiError::bad_request(format!("field {other:?} is not UTF-8")))?;
+                let value = value.trim().to_string();
+                match other.as_str() {
+                    "priority" => {
+                        priority = value.parse().map_err(|e: crate::queue::QueueError| {
+                            ApiError::bad_request(e.to_string())
+                        })?
+                    }
+                    "callback_url" if !value.is_empty() => callback_url = Some(value),
+                    "callback_url" => {}
+                    "analyze" => {
+                        analyze = match value.to_ascii_lowercase().as_str() {
+                            "true" | "1" | "yes" | "on" => true,
+                            "false" | "0" | "no" | "off" | "" => false,
+                            _ => {
+                                return Err(ApiError::bad_request("analyze must be true or false"))
+                            }
+                        }
+                    }
+                    _ => return Err(ApiError::bad_request(format!("unknown field {other:?}"))),
+                }
+            }
+        }
+    }
+    let Some((mut spool, title)) = spool else {
+        return Err(ApiError::bad_request(
+            "the multipart field \"file\" is missing",
+        ));
+    };
+    let path = spool.path.clone();
+    let format = tokio::task::spawn_blocking(move || detect(&path))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_type",
+                "the file is not a supported type (xlsx, xlsm, xlsb, xls, ods, csv, pdf); the type is decided from the content",
+            )
+        })?;
+    let job_type = if format == Format::Pdf {
+        job_types::PDF
+    } else {
+        job_types::EXCEL
+    };
+    let payload = ExtractPayload {
+        file: spool.path.clone(),
+        format,
+        title,
+        analyze,
+        callback_url,
+    };
+    let job = NewJob::new(
+        job_type,
+        serde_json::to_value(&payload).map_err(ApiError::internal)?,
+    )
+    .priority(priority)
+    .max_retries(st.config.max_retries)
+    .timeout(st.config.job_timeout)
+    .correlation_id(format!("{:032x}", rand::random::<u128>()));
+    let id = st.queue.publish_one(job).await?;
+    spool.keep = true;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "job_id": id,
+            "status": "queued",
+            "job_type": job_type,
+            "format": format,
+            "message": format!("{} file queued for processing", format.as_str()),
+            "polling_url": format!("/api/job/{id}/status"),
+        })),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn client_names_are_only_for_display() {
+        assert_eq!(super::display_name(Some("../../etc/passwd")), "passwd");
+        assert_eq!(
+            super::display_name(Some("C:\\x\\report <1>.xlsx")),
+            "report 1.xlsx"
+        );
+        assert_eq!(super::display_name(Some("<>")), "upload");
+        assert_eq!(super::display_name(None), "upload");
+    }
+}

@@ -1,0 +1,110 @@
+//! The result store: one directory per job under `DATA_DIR/results/<job_id>/`
+//! holding `result.json` (the extraction or analysis, schemas in the
+//! README), `result.html` (its standalone page) and `summary.json`.
+//! Directories are removed by [`ResultStore::sweep`] once older than the
+//! retention.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::queue::JobId;
+
+/// Files of finished jobs.
+#[derive(Debug, Clone)]
+pub struct ResultStore {
+    root: PathBuf,
+}
+
+/// Which stored file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Artifact {
+    /// `result.json`.
+    Json,
+    /// `result.html`.
+    Html,
+}
+
+impl ResultStore {
+    /// A store rooted at `root` (created when missing).
+    pub fn open(root: impl Into<PathBuf>) -> std::io::Result<Self> {
+        let root = root.into();
+        std::fs::create_dir_all(&root)?;
+        Ok(Self { root })
+    }
+
+    /// The directory of a job; `None` for ids that are not plain names
+    /// (so no id can reach outside the store).
+    pub fn dir(&self, id: &JobId) -> Option<PathBuf> {
+        let ok = !id.0.is_empty()
+            && id.0.len() <= 64
+            && id
+                .0
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        ok.then(|| self.root.join(&id.0))
+    }
+
+    /// Reads one artifact of a job.
+    pub async fn read(&self, id: &JobId, what: Artifact) -> std::io::Result<Vec<u8>> {
+        let dir = self
+            .dir(id)
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "bad job id"))?;
+        let name = match what {
+            Artifact::Json => "result.json",
+            Artifact::Html => "result.html",
+        };
+        tokio::fs::read(dir.join(name)).await
+    }
+
+    /// Removes a job's results.
+    pub async fn remove(&self, id: &JobId) {
+        if let Some(dir) = self.dir(id) {
+            let _ = tokio::fs::remove_dir_all(dir).await;
+        }
+    }
+
+    /// Removes result directories last written before `now - retention`.
+    /// Returns how many were removed.
+    pub async fn sweep(&self, retention: Duration) -> std::io::Result<usize> {
+        let cutoff = SystemTime::now()
+            .checked_sub(retention)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut removed = 0;
+        let mut dir = tokio::fs::read_dir(&self.root).await?;
+        while let Some(entry) = dir.next_entry().await? {
+            let modified = entry.metadata().await?.modified()?;
+            if modified < cutoff && remove_dir(&entry.path()).await {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+async fn remove_dir(p: &Path) -> bool {
+    tokio::fs::remove_dir_all(p).await.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn ids_cannot_escape_and_old_results_are_swept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ResultStore::open(tmp.path()).unwrap();
+        for bad in ["../x", "a/b", "", ".", "..", "x y"] {
+            assert!(store.dir(&JobId(bad.into())).is_none(), "{bad:?}");
+        }
+        let dir = store.dir(&"42".into()).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("result.json"), b"{}").unwrap();
+        assert_eq!(
+            store.read(&"42".into(), Artifact::Json).await.unwrap(),
+            b"{}"
+        );
+        assert_eq!(store.sweep(Duration::from_secs(3600)).await.unwrap(), 0);
+        assert_eq!(store.sweep(Duration::ZERO).await.unwrap(), 1);
+        assert!(store.read(&"42".into(), Artifact::Json).await.is_err());
+    }
+}

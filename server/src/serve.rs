@@ -1,0 +1,123 @@
+//! Wiring of `docproc serve` and `docproc worker`: open the queue and the
+//! result store, start the worker pools, serve HTTP until shutdown, then
+//! stop the workers and close the queue.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::ServeConfig;
+use crate::extract::sandbox::Sandbox;
+use crate::http::{app, AppState};
+use crate::queue::{self, QueueError};
+use crate::results::ResultStore;
+use crate::worker::{self, WorkerContext};
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The queue could not be opened.
+    #[error("queue: {0}")]
+    Queue(#[from] QueueError),
+    /// A directory or the listener failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How often old results are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+fn sandbox(cfg: &ServeConfig) -> std::io::Result<Sandbox> {
+    let mut s = Sandbox::current(cfg.limits.clone())?;
+    if let Some(exe) = &cfg.extractor {
+        s.exe = exe.clone();
+    }
+    if s.prlimit.is_none() {
+        tracing::warn!(
+            "prlimit (util-linux) not found: extractors run without memory and CPU limits"
+        );
+    }
+    Ok(s)
+}
+
+fn workers(
+    cfg: &ServeConfig,
+    queue: Arc<dyn crate::queue::Queue>,
+    results: ResultStore,
+) -> std::io::Result<WorkerContext> {
+    let mut ctx = WorkerContext::new(queue, results, sandbox(cfg)?, &cfg.pools.sizes());
+    ctx.heartbeat = cfg.heartbeat;
+    Ok(ctx)
+}
+
+/// Serves the HTTP API and runs the worker pools until `shutdown` resolves.
+pub async fn serve(
+    cfg: ServeConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let cfg = Arc::new(cfg);
+    let queue = queue::open(&cfg.queue_url()).await?;
+    let results = ResultStore::open(cfg.results_dir())?;
+    tokio::fs::create_dir_all(cfg.uploads_dir()).await?;
+    let ctx = Arc::new(workers(&cfg, queue.clone(), results.clone())?);
+    let (stop, stopped) = watch::channel(false);
+    let mut workers = worker::start(ctx.clone(), stopped.clone());
+    let sweeper = tokio::spawn(sweep(results.clone(), cfg.result_retention, stopped));
+    let state = AppState {
+        queue: queue.clone(),
+        results,
+        config: cfg.clone(),
+        workers: Some(ctx),
+    };
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        queue = %queue.backend(),
+        data_dir = %cfg.data_dir.display(),
+        "docproc serve ready"
+    );
+    let served = axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    stop.send_replace(true);
+    while workers.join_next().await.is_some() {}
+    let _ = sweeper.await;
+    queue.close().await;
+    served?;
+    Ok(())
+}
+
+/// Runs only the worker pools (no HTTP) until `shutdown` resolves.
+pub async fn work(
+    cfg: ServeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let queue = queue::open(&cfg.queue_url()).await?;
+    let results = ResultStore::open(cfg.results_dir())?;
+    let ctx = Arc::new(workers(&cfg, queue.clone(), results)?);
+    let (stop, stopped) = watch::channel(false);
+    let mut workers = worker::start(ctx, stopped);
+    tracing::info!(queue = %queue.backend(), pools = ?cfg.pools, "docproc worker ready");
+    shutdown.await;
+    stop.send_replace(true);
+    while workers.join_next().await.is_some() {}
+    queue.close().await;
+    Ok(())
+}
+
+async fn sweep(results: ResultStore, retention: Duration, mut stopped: watch::Receiver<bool>) {
+    loop {
+        match results.sweep(retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "old results removed"),
+            Err(e) => tracing::warn!(error = %e, "result sweep failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(SWEEP_EVERY) => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! Worker pools: per job type, a number of tasks each taking one lease at a
+//! time from the queue, running its handler (extraction in the sandbox, or
+//! the analysis) while renewing the lease, and finishing the job. Uploaded
+//! files are removed once their job reaches a final state.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::config::job_types;
+use crate::extract::sandbox::{Sandbox, SandboxError};
+use crate::extract::Format;
+use crate::queue::{ConsumeOptions, JobStatus, Lease, NewJob, Queue, QueueError};
+use crate::results::ResultStore;
+
+/// What an extraction job carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExtractPayload {
+    /// The uploaded file, on the server's disk.
+    pub file: PathBuf,
+    /// Its format, detected from content at upload.
+    pub format: Format,
+    /// The client's file name, for display only.
+    pub title: String,
+    /// Queue an analysis job once extraction completes.
+    #[serde(default)]
+    pub analyze: bool,
+    /// Where to send the completion webhook.
+    #[serde(default)]
+    pub callback_url: Option<String>,
+}
+
+/// Busy and total workers of one pool.
+#[derive(Debug, Default)]
+pub struct PoolGauge {
+    /// Workers in the pool.
+    pub size: AtomicUsize,
+    /// Workers holding a job now.
+    pub busy: AtomicUsize,
+}
+
+/// What every worker shares.
+pub struct WorkerContext {
+    /// The queue.
+    pub queue: Arc<dyn Queue>,
+    /// Where results go.
+    pub results: ResultStore,
+    /// How extractions run.
+    pub sandbox: Sandbox,
+    /// Busy gauges per job type.
+    pub gauges: BTreeMap<&'static str, Arc<PoolGauge>>,
+    /// Lease renewal interval; `None`: a third of each job's timeout.
+    pub heartbeat: Option<Duration>,
+}
+
+impl std::fmt::Debug for WorkerContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerContext")
+            .field("backend", &self.queue.backend())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerContext {
+    /// A context with a gauge for each pool.
+    pub fn new(
+        queue: Arc<dyn Queue>,
+        results: ResultStore,
+        sandbox: Sandbox,
+        pools: &[(&'static str, usize)],
+    ) -> Self {
+        let gauges = pools
+            .iter()
+            .map(|(t, n)| {
+                let g = PoolGauge::default();
+                g.size.store(*n, Ordering::Relaxed);
+                (*t, Arc::new(g))
+            })
+            .collect();
+        Self {
+            queue,
+            results,
+            sandbox,
+            gauges,
+            heartbeat: None,
+        }
+    }
+
+    /// `{job_type: {size, busy}}`, for the stats endpoint.
+    pub fn utilisation(&self) -> Value {
+        let m: serde_json::Map<String, Value> = self
+            .gauges
+            .iter()
+            .map(|(t, g)| {
+                (
+                    t.to_string(),
+                    json!({
+                        "size": g.size.load(Ordering::Relaxed),
+                        "busy": g.busy.load(Ordering::Relaxed),
+                    }),
+                )
+            })
+            .collect();
+        Value::Object(m)
+    }
+}
+
+/// Starts every pool; the tasks stop when `shutdown` turns true (a job in
+/// hand is left to its lease: it is retried elsewhere after the timeout).
+pub fn start(ctx: Arc<WorkerContext>, shutdown: watch::Receiver<bool>) -> JoinSet<()> {
+    let mut set = JoinSet::new();
+    for (job_type, gauge) in &ctx.gauges {
+        for i in 0..gauge.size.load(Ordering::Relaxed) {
+            let worker_id = format!("{}-{job_type}-{i}", std::process::id());
+            set.spawn(run(ctx.clone(), job_type, worker_id, shutdown.clone()));
+        }
+    }
+    set
+}
+
+async fn run(
+    ctx: Arc<WorkerContext>,
+    job_type: &'static str,
+    worker_id: String,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    while !*shutdown.borrow() {
+        let opts = ConsumeOptions::worker(worker_id.clone());
+        let mut leases = match ctx.queue.consume(&[job_type.to_string()], opts).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, job_type, "cannot consume; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.wait_for(|s| *s) => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        loop {
+            let next = tokio::select! {
+                n = leases.next() => n,
+                _ = shutdown.wait_for(|s| *s) => return,
+            };
+            match next {
+                Some(Ok(lease)) => {
+                    let gauge = ctx.gauges.get(job_type).cloned().unwrap_or_default();
+                    gauge.busy.fetch_add(1, Ordering::Relaxed);
+                    handle(&ctx, lease).await;
+                    gauge.busy.fetch_sub(1, Ordering::Relaxed);
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, job_type, "lease stream failed");
+                    break;
+                }
+                // The queue closed.
+                None => return,
+            }
+        }
+    }
+}
+
+/// Least time between two progress writes of one job.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+/// How long between lease renewals: a third of the timeout, 1–30 s.
+fn heartbeat_every(timeout: Duration) -> Duration {
+    (timeout / 3).clamp(Duration::from_millis(100), Duration::from_secs(30))
+}
+
+async fn handle(ctx: &WorkerContext, lease: Lease) {
+    let job = lease.job();
+    let span = tracing::info_span!("job", id = %job.job_id, job_type = %job.job_type, attempt = lease.attempt());
+    async move {
+        match lease.job().job_type.as_str() {
+            job_types::EXCEL | job_types::PDF => extract_job(ctx, lease).await,
+            job_types::AI => crate::analysis::run_job(ctx, lease).await,
+            other => {
+                let msg = format!("no handler for job type {other}");
+                settle(None, lease.fail_permanently(&msg).await);
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Removes the upload once a failed job will not run again.
+pub(crate) fn settle(upload: Option<&PathBuf>, status: Result<JobStatus, QueueError>) {
+    match status {
+        Ok(s) if s.is_final() => {
+            if let Some(f) = upload {
+                let _ = std::fs::remove_file(f);
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not record the failure"),
+    }
+}
+
+async fn extract_job(ctx: &WorkerContext, mut lease: Lease) {
+    let job = lease.job().clone();
+    let payload: ExtractPayload = match serde_json::from_value(job.payload.clone()) {
+        Ok(p) => p,
+        Err(e) => {
+            let msg = format!("malformed job payload: {e}");
+            settle(None, lease.fail_permanently(&msg).await);
+            return;
+        }
+    };
+    let Some(out_dir) = ctx.results.dir(&job.job_id) else {
+        settle(
+            Some(&payload.file),
+            lease.fail_permanently("bad job id").await,
+        );
+        return;
+    };
+    let (progress, mut reports) = watch::channel(None);
+    let mut run = Box::pin(ctx.sandbox.run(
+        payload.format,
+        &payload.file,
+        &out_dir,
+        &payload.title,
+        job.timeout,
+        progress,
+    ));
+    let every = ctx
+        .heartbeat
+        .unwrap_or_else(|| heartbeat_every(job.timeout));
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    // The first report is written at once, later ones throttled.
+    let now = tokio::time::Instant::now();
+    let mut last_report = now.checked_sub(PROGRESS_EVERY).unwrap_or(now);
+    let outcome = loop {
+        let beat = tokio::select! {
+            r = &mut run => break Some(r),
+            _ = tick.tick() => lease.heartbeat().await,
+            // Progress renews the lease too; at most one write per PROGRESS_EVERY.
+            Ok(()) = reports.changed(), if last_report.elapsed() >= PROGRESS_EVERY => {
+                last_report = tokio::time::Instant::now();
+                let p = reports.borrow_and_update().clone();
+                match p {
+                    Some(p) => lease.progress(json!({ "stage": "extracting", "progress": p })).await,
+                    None => continue,
+                }
+            }
+        };
+        match beat {
+            Ok(hb) if hb.cancelled => break None,
+            Ok(_) => {}
+            Err(QueueError::LeaseLost(_)) => {
+                tracing::warn!("lease lost while extracting; the job runs elsewhere");
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+        }
+    };
+    // Dropping the extraction kills its process (when cancelled).
+    drop(run);
+    match outcome {
+        None => {
+            ctx.results.remove(&job.job_id).await;
+            settle(Some(&payload.file), lease.fail("cancelled").await);
+        }
+        Some(Ok(summary)) => {
+            let result = json!({
+                "summary": summary,
+                "format": payload.format,
+                "json_url": format!("/api/job/{}/result", job.job_id),
+                "html_url": format!("/api/job/{}/html", job.job_id),
+            });
+            match lease.complete(result).await {
+                Ok(_) => {
+                    let _ = std::fs::remove_file(&payload.file);
+                    if payload.analyze {
+                        queue_analysis(ctx, &job).await;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not complete the job"),
+            }
+        }
+        Some(Err(e)) => {
+            tracing::info!(error = %e, "extraction failed");
+            let status = if e.is_permanent() {
+                lease.fail_permanently(&e.to_string()).await
+            } else {
+                lease.fail(&e.to_string()).await
+            };
+            if matches!(e, SandboxError::Refused(_) | SandboxError::Crashed(_)) {
+                ctx.results.remove(&job.job_id).await;
+            }
+            settle(Some(&payload.file), status);
+        }
+    }
+}
+
+async fn queue_analysis(ctx: &WorkerContext, job: &crate::queue::Job) {
+    let mut next = NewJob::new(job_types::AI, json!({ "source_job": job.job_id }))
+        .priority(job.priority)
+        .max_retries(job.max_retries)
+        .timeout(job.timeout);
+    if let Some(c) = &job.correlation_id {
+        next = next.correlation_id(c.clone());
+    }
+    if let Some(c) = &job.callback_context {
+        next = next.callback_context(c.clone());
+    }
+    if let Err(e) = ctx.queue.publish_one(next).await {
+        tracing::warn!(error = %e, source = %job.job_id, "could not queue the analysis");
+    }
+}
