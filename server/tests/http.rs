@@ -1,0 +1,360 @@
+//! The HTTP API against a real server on port 0: uploads of generated
+//! xlsx, csv and pdf files processed end to end by the worker pools in
+//! sandboxed extractor processes, and every error path.
+
+mod common;
+
+use common::{nested_pdf, pdf, sparse_xlsx, xlsx, zip_bomb, TestServer};
+use docproc_server::config::Pools;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xlsx_upload_is_processed_to_json_and_html() {
+    let s = TestServer::start(|_| {}).await;
+    let r = s
+        .upload("../../sales report.xlsx", &xlsx(), &[("priority", "high")])
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let body = r.json();
+    let id = body["job_id"].as_str().unwrap().to_string();
+    assert_eq!(body["status"], "queued");
+    assert_eq!(body["polling_url"], format!("/api/job/{id}/status"));
+    assert_eq!(body["job_type"], "excel_processing");
+
+    let st = s.wait(&id, "completed", 60).await;
+    assert_eq!(st["attempts"], 1);
+    assert_eq!(st["priority"], "high");
+    assert!(st["processing_time"].as_f64().is_some());
+    assert!(st["completed_at"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
+    assert_eq!(st["result"]["summary"]["sheets"], 2);
+    assert_eq!(st["progress"]["progress"]["unit"], "sheets");
+    assert_eq!(st["progress"]["progress"]["total"], 2);
+    assert_eq!(st["result"]["json_url"], format!("/api/job/{id}/result"));
+
+    let res = s.get(&format!("/api/job/{id}/result")).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("content-type"), Some("application/json"));
+    let res = res.json();
+    assert_eq!(
+        (res["schema"].clone(), res["version"].clone()),
+        (json!("docproc.spreadsheet"), json!(1))
+    );
+    assert_eq!(res["format"], "xlsx");
+    let sales = &res["sheets"][0];
+    assert_eq!(sales["name"], "Sales");
+    assert_eq!(
+        (sales["rows"].clone(), sales["columns"].clone()),
+        (json!(3), json!(3))
+    );
+    assert_eq!(sales["cells"][0], json!(["Region", "Total", "Day"]));
+    assert_eq!(
+        sales["cells"][1],
+        json!(["North", 12.5, { "date": "2024-03-01" }])
+    );
+    let cols = &sales["tables"][0]["columns"];
+    assert_eq!(
+        cols[1],
+        json!({ "index": 1, "name": "Total", "type": "number", "values": 2 })
+    );
+    assert_eq!(cols[2]["type"], "date");
+    let notes = &res["sheets"][1];
+    assert_eq!(
+        notes["merged"],
+        json!([{ "first_row": 0, "first_column": 0, "last_row": 0, "last_column": 2 }])
+    );
+    assert_eq!(notes["cells"][2][0], true);
+
+    let html = s.get(&format!("/api/job/{id}/html")).await;
+    assert_eq!(html.status, 200);
+    assert!(html
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(html.header("content-security-policy").is_some());
+    let page = html.text();
+    assert!(page.contains("<h2>Sales</h2>") && page.contains("North"));
+    assert!(!page.contains("<script>"), "document text is escaped");
+    assert!(page.contains("&lt;script&gt;"));
+    assert!(
+        page.contains("sales report.xlsx"),
+        "title from the client's name, path removed"
+    );
+    assert!(
+        s.uploads().is_empty(),
+        "the upload is removed once the job completes"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_and_pdf_are_extracted_and_analysed() {
+    let s = TestServer::start(|_| {}).await;
+    let csv = "name;amount;zip\nÅsa;12;00123\nBo;-3.5;98765\n";
+    let c = s.submit("data.txt", csv.as_bytes(), &[]).await;
+    let p = s
+        .submit(
+            "report.bin",
+            &pdf(&[
+                "The invoice for the project is due on 2024-03-01.",
+                "Please pay the invoice of 1200 EUR to billing@example.com today.",
+            ]),
+            &[("analyze", "true")],
+        )
+        .await;
+    s.wait(&c, "completed", 60).await;
+    let res = s.get(&format!("/api/job/{c}/result")).await.json();
+    assert_eq!(res["format"], "csv");
+    assert_eq!(res["sheets"][0]["cells"][1], json!(["Åsa", 12, "00123"]));
+    assert_eq!(res["sheets"][0]["cells"][2], json!(["Bo", -3.5, 98765]));
+
+    let st = s.wait(&p, "completed", 60).await;
+    assert_eq!(st["job_type"], "pdf_processing");
+    assert_eq!(st["result"]["summary"]["pages"], 2);
+    let res = s.get(&format!("/api/job/{p}/result")).await.json();
+    assert_eq!(res["schema"], "docproc.pdf");
+    assert_eq!(res["metadata"]["title"], "Quarterly report");
+    assert_eq!(res["metadata"]["author"], "Docproc Tests");
+    assert_eq!(res["metadata"]["created"], "2024-03-01T12:00:00Z");
+    assert_eq!(res["metadata"]["pages"], 2);
+    assert!(res["pages"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("invoice for the project"));
+    assert_eq!(res["pages"][1]["number"], 2);
+
+    // The analysis job shares the upload's correlation id.
+    let list = s.get("/api/jobs?job_type=ai_analysis").await.json();
+    let jobs = list["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 1, "{list}");
+    assert_eq!(jobs[0]["correlation_id"], st["correlation_id"]);
+    let a = jobs[0]["job_id"].as_str().unwrap().to_string();
+    s.wait(&a, "completed", 60).await;
+    let an = s.get(&format!("/api/job/{a}/result")).await.json();
+    assert_eq!(an["schema"], "docproc.analysis");
+    assert_eq!(an["language"], "en");
+    assert_eq!(an["keywords"][0]["word"], "invoice");
+    assert_eq!(an["entities"]["emails"], json!(["billing@example.com"]));
+    assert_eq!(an["entities"]["amounts"], json!(["1200 EUR"]));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_json_with_the_right_status() {
+    // No workers: jobs stay queued.
+    let s = TestServer::start(|c| {
+        c.max_upload_bytes = 64 * 1024;
+        c.pools = Pools {
+            excel: 0,
+            pdf: 0,
+            ai: 0,
+        };
+    })
+    .await;
+    s.upload("x.bin", b"\x7fELF\x02\x01\x01\0binary", &[])
+        .await
+        .assert_error(415, "unsupported_type");
+    s.upload("words.txt", b"plain words without any separator", &[])
+        .await
+        .assert_error(415, "unsupported_type");
+    s.upload("big.csv", &vec![b'a'; 100 * 1024], &[])
+        .await
+        .assert_error(413, "too_large");
+    s.upload("a.csv", b"a,b\n1,2\n", &[("priority", "asap")])
+        .await
+        .assert_error(400, "invalid_argument");
+    s.upload("a.csv", b"a,b\n1,2\n", &[("colour", "red")])
+        .await
+        .assert_error(400, "invalid_argument");
+    s.upload("a.csv", b"", &[])
+        .await
+        .assert_error(400, "invalid_argument");
+    assert!(
+        s.uploads().is_empty(),
+        "refused uploads leave no file behind"
+    );
+
+    s.get("/api/job/999999/status")
+        .await
+        .assert_error(404, "not_found");
+    s.get("/api/job/nope/result")
+        .await
+        .assert_error(404, "not_found");
+    s.delete("/api/job/999999")
+        .await
+        .assert_error(404, "not_found");
+    s.get("/api/nothing-here")
+        .await
+        .assert_error(404, "not_found");
+    s.get("/api/jobs?status=bogus")
+        .await
+        .assert_error(400, "invalid_argument");
+    s.get("/api/jobs?limit=0")
+        .await
+        .assert_error(400, "invalid_argument");
+    s.get("/api/jobs?limit=abc")
+        .await
+        .assert_error(400, "invalid_argument");
+
+    let id = s.submit("a.csv", b"a,b\n1,2\n", &[]).await;
+    assert_eq!(s.uploads().len(), 1);
+    s.get(&format!("/api/job/{id}/result"))
+        .await
+        .assert_error(409, "not_completed");
+    s.get(&format!("/api/job/{id}/html"))
+        .await
+        .assert_error(409, "not_completed");
+    let c = s.delete(&format!("/api/job/{id}")).await;
+    assert_eq!(c.status, 200, "{}", c.text());
+    assert_eq!(c.json()["status"], "cancelled");
+    assert_eq!(
+        s.get(&format!("/api/job/{id}/status")).await.json()["status"],
+        "cancelled"
+    );
+    s.delete(&format!("/api/job/{id}"))
+        .await
+        .assert_error(409, "conflict");
+    assert!(
+        s.uploads().is_empty(),
+        "a cancelled job's upload is removed"
+    );
+
+    let stats = s.get("/api/queue/stats").await.json();
+    assert_eq!(stats["backend"], "rocksdb");
+    let excel = stats["job_types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["job_type"] == "excel_processing")
+        .unwrap();
+    assert_eq!(excel["counters"]["cancelled"], 1);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_files_fail_their_own_jobs_only() {
+    let s = TestServer::start(|c| c.max_retries = 0).await;
+    let bomb = s.submit("bomb.xlsx", &zip_bomb(), &[]).await;
+    let nested = s.submit("nested.pdf", &nested_pdf(), &[]).await;
+    let sparse = s.submit("sparse.xlsx", &sparse_xlsx(), &[]).await;
+    let good = s.submit("ok.csv", b"a,b\n1,2\n", &[]).await;
+    // The parser aborts its process on an allocation of hundreds of GB;
+    // only this job fails.
+    let sp = s.wait(&sparse, "failed", 60).await;
+    let err = sp["error"].as_str().unwrap();
+    assert!(
+        err.contains("crashed") && err.contains("out of memory"),
+        "{sp}"
+    );
+    let b = s.wait(&bomb, "failed", 60).await;
+    assert!(b["error"].as_str().unwrap().contains("zip bomb"), "{b}");
+    let n = s.wait(&nested, "failed", 60).await;
+    assert!(n["error"].as_str().is_some_and(|e| !e.is_empty()), "{n}");
+    s.wait(&good, "completed", 60).await;
+    // The server is still answering and the failed jobs' files are gone.
+    assert_eq!(s.get("/api/queue/stats").await.status, 200);
+    assert!(s.uploads().is_empty());
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_handler_is_retried_then_failed() {
+    let s = TestServer::start(|c| {
+        c.max_retries = 1;
+        c.extractor = Some("/nonexistent/docproc".into());
+    })
+    .await;
+    let id = s.submit("a.csv", b"a,b\n1,2\n", &[]).await;
+    let st = s.wait(&id, "failed", 60).await;
+    assert_eq!(st["attempts"], 2, "one retry after the first failure: {st}");
+    assert!(
+        st["error"]
+            .as_str()
+            .unwrap()
+            .contains("extractor failed to run"),
+        "{st}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_are_listed_with_filters_and_pages() {
+    let s = TestServer::start(|c| {
+        c.pools = Pools {
+            excel: 0,
+            pdf: 0,
+            ai: 0,
+        }
+    })
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            s.submit("a.csv", format!("n,v\n{i},1\n").as_bytes(), &[])
+                .await,
+        );
+    }
+    ids.push(s.submit("p.pdf", &pdf(&["hello"]), &[]).await);
+    let all = s.get("/api/jobs?limit=4").await.json();
+    assert_eq!(all["jobs"].as_array().unwrap().len(), 4);
+    assert_eq!(all["jobs"][0]["job_id"], ids[5].as_str(), "newest first");
+    let cursor = all["next_cursor"].as_str().unwrap();
+    let rest = s
+        .get(&format!("/api/jobs?limit=4&cursor={cursor}"))
+        .await
+        .json();
+    assert_eq!(rest["jobs"].as_array().unwrap().len(), 2);
+    assert!(rest["next_cursor"].is_null());
+    let pdfs = s
+        .get("/api/jobs?job_type=pdf_processing&status=queued")
+        .await
+        .json();
+    assert_eq!(pdfs["jobs"].as_array().unwrap().len(), 1);
+    let none = s.get("/api/jobs?status=completed,failed").await.json();
+    assert!(none["jobs"].as_array().unwrap().is_empty());
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_job_is_cancelled_and_its_extractor_stopped() {
+    let s = TestServer::start(|c| c.heartbeat = Some(std::time::Duration::from_millis(100))).await;
+    // 4.5 M cells: seconds of parsing, far longer than the cancel takes.
+    let mut csv = String::with_capacity(12 << 20);
+    for i in 0..500_000 {
+        csv.push_str(&format!("{i},2,3,4,5,6,7,8,9\n"));
+    }
+    let id = s.submit("big.csv", csv.as_bytes(), &[]).await;
+    s.wait(&id, "processing", 60).await;
+    let c = s.delete(&format!("/api/job/{id}")).await;
+    assert_eq!(c.status, 200, "{}", c.text());
+    assert_eq!(c.json()["status"], "cancelling");
+    assert_eq!(
+        s.get(&format!("/api/job/{id}/status")).await.json()["cancel_requested"],
+        true
+    );
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let st = s.get(&format!("/api/job/{id}/status")).await.json();
+        if st["status"] == "cancelled" {
+            break;
+        }
+        assert_ne!(
+            st["status"], "completed",
+            "the extraction was not stopped: {st}"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not cancelled: {st}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    s.get(&format!("/api/job/{id}/result"))
+        .await
+        .assert_error(409, "not_completed");
+    assert!(
+        s.uploads().is_empty(),
+        "the cancelled job's upload is removed"
+    );
+    s.stop().await;
+}
