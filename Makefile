@@ -3,11 +3,15 @@ SHELL := /bin/bash
 CARGO ?= cargo
 DATA_DIR ?= ./data
 
-.PHONY: run test bench bootstrap build fmt lint clean
+.PHONY: run broker test bench bootstrap build fmt lint clean
 
-## Start the broker on the embedded default (RocksDB in ./data, sync durability).
+## Start the processing server on the embedded broker (HTTP 127.0.0.1:8080, data in ./data).
 run: bootstrap
-	$(CARGO) run --release -p docproc-server --bin docproc -- broker --data-dir $(DATA_DIR)
+	$(CARGO) run --release -p docproc-server --bin docproc -- serve --data-dir $(DATA_DIR)
+
+## Start the broker alone over gRPC (127.0.0.1:7070), for remote workers.
+broker: bootstrap
+	$(CARGO) run --release -p docproc-server --bin docproc -- broker --data-dir $(DATA_DIR)/broker
 
 ## Install what is missing, then run every test (unit, property, engine, gRPC end to end, crash).
 test: bootstrap
@@ -33,6 +37,10 @@ bootstrap:
 		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq clang libclang-dev >/dev/null; \
 	fi
+	@command -v prlimit >/dev/null 2>&1 || { \
+		echo "bootstrap: installing util-linux (prlimit sandboxes the parsers)"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq util-linux >/dev/null; }
 	@command -v $(CARGO) >/dev/null || { echo "bootstrap: cargo is required (https://rustup.rs)"; exit 1; }
 
 clean:
