@@ -20,6 +20,7 @@ test: bootstrap
 
 ## Throughput and latency benchmarks (release build); prints one table.
 bench: bootstrap
+	$(CARGO) build --release -p docproc-server --bin docproc
 	$(CARGO) run --release -p docproc-benches --bin broker-bench
 
 ## Lints as CI expects them.

@@ -4,8 +4,10 @@
 //! Environment: `BENCH_SCALE` (default 1.0) scales every message count;
 //! `BENCH_FLOW` sets the long-run message count (default 10,000,000);
 //! `BENCH_ONLY` (comma-separated: raw, redis, produce1, produce100, consume,
-//! latency, flow, recovery, jobs) runs a subset.
+//! latency, flow, recovery, jobs, http) runs a subset. The http workload
+//! needs the release `docproc` binary beside this one (`make bench` builds it).
 
+mod http;
 mod jobs;
 mod peers;
 mod workloads;
@@ -99,6 +101,9 @@ fn main() -> anyhow::Result<()> {
         }
         if run("jobs") {
             print(jobs::all(scaled(20_000)).await?);
+        }
+        if run("http") {
+            print(http::all(scaled(500)).await?);
         }
         if run("flow") {
             print(workloads::flow(flow).await?);
