@@ -2,7 +2,8 @@
 //! its default pools (excel 2, pdf 2) and extractor processes from the
 //! release `docproc` binary; small xlsx and PDF files uploaded by 4 clients.
 //! Jobs/s from the first upload to the last completion; upload→start
-//! latency from each job's `created_at` and `started_at` (server clock, ms).
+//! latency from each job's `created_at` and `started_at` (server clock, ms)
+//! while a worker is free (uploads one at a time).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -16,6 +17,8 @@ use crate::Row;
 
 /// Concurrent uploading clients.
 const CLIENTS: usize = 4;
+/// Uploads of the latency phase, one at a time.
+const PACED: usize = 100;
 
 /// One request on a fresh connection; answers the status and the JSON body.
 async fn call(addr: SocketAddr, head: String, body: &[u8]) -> anyhow::Result<(u16, Value)> {
@@ -160,24 +163,16 @@ async fn through(name: &str, file: Vec<u8>, n: u64, exe: &std::path::Path) -> an
     for c in clients {
         ids.extend(c.await??);
     }
-    let mut latencies = Vec::new();
     for id in &ids {
-        loop {
-            let s = get(addr, &format!("/api/job/{id}/status")).await?;
-            match s["status"].as_str() {
-                Some("completed") => {
-                    let ms = |k: &str| s[k].as_str().and_then(parse_ms);
-                    if let (Some(c), Some(st)) = (ms("created_at"), ms("started_at")) {
-                        latencies.push(Duration::from_millis(st.saturating_sub(c)));
-                    }
-                    break;
-                }
-                Some("failed" | "cancelled") => anyhow::bail!("job {id} ended: {s}"),
-                _ => tokio::time::sleep(Duration::from_millis(5)).await,
-            }
-        }
+        completed(addr, id).await?;
     }
     let elapsed = start.elapsed();
+    // Latency with a free worker: one upload at a time.
+    let mut latencies = Vec::new();
+    for _ in 0..PACED {
+        let id = upload(addr, &file).await?;
+        latencies.push(completed(addr, &id).await?);
+    }
     let _ = stop.send(());
     server.await??;
     Ok(Row {
@@ -186,9 +181,27 @@ async fn through(name: &str, file: Vec<u8>, n: u64, exe: &std::path::Path) -> an
         elapsed,
         latency: percentiles(latencies),
         note: format!(
-            "{CLIENTS} clients, default pools, extractor process per job; latency = upload accepted→worker started (ms resolution)"
+            "{CLIENTS} clients, default pools, extractor process per job; latency = upload accepted→worker started, {PACED} uploads one at a time (ms resolution)"
         ),
     })
+}
+
+/// Waits for a job to complete; answers its upload→start time.
+async fn completed(addr: SocketAddr, id: &str) -> anyhow::Result<Duration> {
+    loop {
+        let s = get(addr, &format!("/api/job/{id}/status")).await?;
+        match s["status"].as_str() {
+            Some("completed") => {
+                let ms = |k: &str| s[k].as_str().and_then(parse_ms);
+                let (c, st) = (ms("created_at"), ms("started_at"));
+                return Ok(Duration::from_millis(
+                    st.unwrap_or(0).saturating_sub(c.unwrap_or(0)),
+                ));
+            }
+            Some("failed" | "cancelled") => anyhow::bail!("job {id} ended: {s}"),
+            _ => tokio::time::sleep(Duration::from_millis(2)).await,
+        }
+    }
 }
 
 /// Milliseconds since the epoch of an RFC 3339 UTC time as the API writes it.

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{nested_pdf, pdf, sparse_xlsx, xlsx, zip_bomb, TestServer};
+use common::{nested_pdf, ods, pdf, sparse_xlsx, xlsx, zip_bomb, TestServer};
 use docproc_server::config::Pools;
 use serde_json::json;
 
@@ -89,8 +89,9 @@ async fn xlsx_upload_is_processed_to_json_and_html() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn csv_and_pdf_are_extracted_and_analysed() {
+async fn ods_csv_and_pdf_are_extracted_and_analysed() {
     let s = TestServer::start(|_| {}).await;
+    let o = s.submit("budget", &ods(), &[]).await;
     let csv = "name;amount;zip\nÅsa;12;00123\nBo;-3.5;98765\n";
     let c = s.submit("data.txt", csv.as_bytes(), &[]).await;
     let p = s
@@ -103,6 +104,14 @@ async fn csv_and_pdf_are_extracted_and_analysed() {
             &[("analyze", "true")],
         )
         .await;
+    s.wait(&o, "completed", 60).await;
+    let res = s.get(&format!("/api/job/{o}/result")).await.json();
+    assert_eq!(res["format"], "ods");
+    assert_eq!(res["sheets"][0]["name"], "Budget");
+    assert_eq!(
+        res["sheets"][0]["cells"],
+        json!([["Item", "Cost"], ["Paper", 12.5]])
+    );
     s.wait(&c, "completed", 60).await;
     let res = s.get(&format!("/api/job/{c}/result")).await.json();
     assert_eq!(res["format"], "csv");
