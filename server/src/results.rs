@@ -66,23 +66,33 @@ impl ResultStore {
     /// Removes result directories last written before `now - retention`.
     /// Returns how many were removed.
     pub async fn sweep(&self, retention: Duration) -> std::io::Result<usize> {
-        let cutoff = SystemTime::now()
-            .checked_sub(retention)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        let mut removed = 0;
-        let mut dir = tokio::fs::read_dir(&self.root).await?;
-        while let Some(entry) = dir.next_entry().await? {
-            let modified = entry.metadata().await?.modified()?;
-            if modified < cutoff && remove_dir(&entry.path()).await {
-                removed += 1;
-            }
-        }
-        Ok(removed)
+        remove_older_than(&self.root, retention).await
     }
 }
 
-async fn remove_dir(p: &Path) -> bool {
-    tokio::fs::remove_dir_all(p).await.is_ok()
+/// Removes the entries (files or directories) of `dir` last modified before
+/// `now - retention`; answers how many.
+pub async fn remove_older_than(dir: &Path, retention: Duration) -> std::io::Result<usize> {
+    let cutoff = SystemTime::now()
+        .checked_sub(retention)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let mut removed = 0;
+    let mut entries = tokio::fs::read_dir(dir).await?;
+    while let Some(entry) = entries.next_entry().await? {
+        let meta = entry.metadata().await?;
+        if meta.modified()? >= cutoff {
+            continue;
+        }
+        let gone = if meta.is_dir() {
+            tokio::fs::remove_dir_all(entry.path()).await
+        } else {
+            tokio::fs::remove_file(entry.path()).await
+        };
+        if gone.is_ok() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 #[cfg(test)]
@@ -103,8 +113,13 @@ mod tests {
             store.read(&"42".into(), Artifact::Json).await.unwrap(),
             b"{}"
         );
+        std::fs::write(tmp.path().join("orphan.upload"), b"x").unwrap();
         assert_eq!(store.sweep(Duration::from_secs(3600)).await.unwrap(), 0);
-        assert_eq!(store.sweep(Duration::ZERO).await.unwrap(), 1);
+        assert_eq!(
+            store.sweep(Duration::ZERO).await.unwrap(),
+            2,
+            "a directory and a file"
+        );
         assert!(store.read(&"42".into(), Artifact::Json).await.is_err());
     }
 }

@@ -66,7 +66,12 @@ pub async fn serve(
     let ctx = Arc::new(workers(&cfg, queue.clone(), results.clone())?);
     let (stop, stopped) = watch::channel(false);
     let mut workers = worker::start(ctx.clone(), stopped.clone());
-    let sweeper = tokio::spawn(sweep(results.clone(), cfg.result_retention, stopped));
+    let sweeper = tokio::spawn(sweep(
+        results.clone(),
+        cfg.uploads_dir(),
+        cfg.result_retention,
+        stopped,
+    ));
     let state = AppState {
         queue: queue.clone(),
         results,
@@ -108,12 +113,24 @@ pub async fn work(
     Ok(())
 }
 
-async fn sweep(results: ResultStore, retention: Duration, mut stopped: watch::Receiver<bool>) {
+/// Removes results past the retention, and uploads as old (those of jobs
+/// whose worker died with them and that failed by lease expiry).
+async fn sweep(
+    results: ResultStore,
+    uploads: std::path::PathBuf,
+    retention: Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
     loop {
         match results.sweep(retention).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "old results removed"),
             Err(e) => tracing::warn!(error = %e, "result sweep failed"),
+        }
+        match crate::results::remove_older_than(&uploads, retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "orphaned uploads removed"),
+            Err(e) => tracing::warn!(error = %e, "upload sweep failed"),
         }
         tokio::select! {
             _ = tokio::time::sleep(SWEEP_EVERY) => {}
