@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{nested_pdf, ods, pdf, sparse_xlsx, xlsx, zip_bomb, TestServer};
+use common::{nested_pdf, ods, ods_repeat_bomb, pdf, sparse_xlsx, xlsx, zip_bomb, TestServer};
 use docproc_server::config::Pools;
 use serde_json::json;
 
@@ -247,6 +247,7 @@ async fn hostile_files_fail_their_own_jobs_only() {
     let bomb = s.submit("bomb.xlsx", &zip_bomb(), &[]).await;
     let nested = s.submit("nested.pdf", &nested_pdf(), &[]).await;
     let sparse = s.submit("sparse.xlsx", &sparse_xlsx(), &[]).await;
+    let repeat = s.submit("repeat.ods", &ods_repeat_bomb(), &[]).await;
     let good = s.submit("ok.csv", b"a,b\n1,2\n", &[]).await;
     // The parser aborts its process on an allocation of hundreds of GB;
     // only this job fails.
@@ -256,6 +257,8 @@ async fn hostile_files_fail_their_own_jobs_only() {
         err.contains("crashed") && err.contains("out of memory"),
         "{sp}"
     );
+    let r = s.wait(&repeat, "failed", 60).await;
+    assert!(r["error"].as_str().unwrap().contains("limit"), "{r}");
     let b = s.wait(&bomb, "failed", 60).await;
     assert!(b["error"].as_str().unwrap().contains("zip bomb"), "{b}");
     let n = s.wait(&nested, "failed", 60).await;

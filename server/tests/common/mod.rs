@@ -350,6 +350,23 @@ pub fn sparse_xlsx() -> Vec<u8> {
 
 /// An OpenDocument spreadsheet with one sheet, "Budget".
 pub fn ods() -> Vec<u8> {
+    ods_with(
+        "Budget",
+        r#"<table:table-row><table:table-cell office:value-type="string"><text:p>Item</text:p></table:table-cell><table:table-cell office:value-type="string"><text:p>Cost</text:p></table:table-cell></table:table-row>
+<table:table-row><table:table-cell office:value-type="string"><text:p>Paper</text:p></table:table-cell><table:table-cell office:value-type="float" office:value="12.5"><text:p>12.5</text:p></table:table-cell></table:table-row>"#,
+    )
+}
+
+/// A 600-byte spreadsheet whose repeated rows and columns describe 16
+/// billion cells.
+pub fn ods_repeat_bomb() -> Vec<u8> {
+    ods_with(
+        "S",
+        r#"<table:table-row table:number-rows-repeated="1048570"><table:table-cell table:number-columns-repeated="16000" office:value-type="float" office:value="2"><text:p>2</text:p></table:table-cell></table:table-row>"#,
+    )
+}
+
+fn ods_with(sheet: &str, rows: &str) -> Vec<u8> {
     use std::io::Write;
     let mut buf = std::io::Cursor::new(Vec::new());
     {
@@ -371,15 +388,14 @@ pub fn ods() -> Vec<u8> {
         )
         .unwrap();
         z.start_file("content.xml", deflated).unwrap();
-        z.write_all(
-            br#"<?xml version="1.0" encoding="UTF-8"?>
+        let content = format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?>
 <office:document-content xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" office:version="1.2">
-<office:body><office:spreadsheet><table:table table:name="Budget">
-<table:table-row><table:table-cell office:value-type="string"><text:p>Item</text:p></table:table-cell><table:table-cell office:value-type="string"><text:p>Cost</text:p></table:table-cell></table:table-row>
-<table:table-row><table:table-cell office:value-type="string"><text:p>Paper</text:p></table:table-cell><table:table-cell office:value-type="float" office:value="12.5"><text:p>12.5</text:p></table:table-cell></table:table-row>
-</table:table></office:spreadsheet></office:body></office:document-content>"#,
-        )
-        .unwrap();
+<office:body><office:spreadsheet><table:table table:name="{sheet}">
+{rows}
+</table:table></office:spreadsheet></office:body></office:document-content>"#
+        );
+        z.write_all(content.as_bytes()).unwrap();
         z.finish().unwrap();
     }
     buf.into_inner()
