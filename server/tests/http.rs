@@ -249,12 +249,11 @@ async fn hostile_files_fail_their_own_jobs_only() {
     let sparse = s.submit("sparse.xlsx", &sparse_xlsx(), &[]).await;
     let repeat = s.submit("repeat.ods", &ods_repeat_bomb(), &[]).await;
     let good = s.submit("ok.csv", b"a,b\n1,2\n", &[]).await;
-    // The parser aborts its process on an allocation of hundreds of GB;
-    // only this job fails.
+    // Two cells 17 billion cells apart: refused from the cells' extent
+    // before any grid is allocated.
     let sp = s.wait(&sparse, "failed", 60).await;
-    let err = sp["error"].as_str().unwrap();
     assert!(
-        err.contains("crashed") && err.contains("out of memory"),
+        sp["error"].as_str().unwrap().contains("1048576 × 16384"),
         "{sp}"
     );
     let r = s.wait(&repeat, "failed", 60).await;
@@ -367,6 +366,34 @@ async fn a_running_job_is_cancelled_and_its_extractor_stopped() {
     assert!(
         s.uploads().is_empty(),
         "the cancelled job's upload is removed"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashing_extractor_fails_only_its_job() {
+    // An extractor that dies by SIGSEGV, as a parser overflowing its stack would.
+    let dir = tempfile::tempdir().unwrap();
+    let crash = dir.path().join("crash.sh");
+    std::fs::write(&crash, "#!/bin/sh\nkill -SEGV $$\n").unwrap();
+    let mut perms = std::fs::metadata(&crash).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&crash, perms).unwrap();
+    let s = TestServer::start(|c| c.extractor = Some(crash.clone())).await;
+    let id = s.submit("a.csv", b"a,b\n1,2\n", &[]).await;
+    let st = s.wait(&id, "failed", 60).await;
+    assert_eq!(st["attempts"], 1, "a crash is not retried: {st}");
+    assert!(
+        st["error"]
+            .as_str()
+            .unwrap()
+            .contains("crashed on this file (SIGSEGV"),
+        "{st}"
+    );
+    assert_eq!(
+        s.get("/api/queue/stats").await.status,
+        200,
+        "the server lives on"
     );
     s.stop().await;
 }

@@ -22,7 +22,7 @@
 use std::io::{BufReader, Read};
 use std::path::Path;
 
-use calamine::{Data, Dimensions, Range, Reader, Sheets};
+use calamine::{Data, Dimensions, Reader, Sheets};
 use serde_json::{json, Map, Value};
 
 use super::detect::Format;
@@ -82,33 +82,99 @@ fn workbook(
     let mut out = Vec::new();
     let names = wb.sheet_names();
     for (index, name) in names.iter().cloned().enumerate() {
-        let range = wb.worksheet_range(&name).map_err(|e| bad(&e))?;
-        let (h, w) = range.get_size();
-        let cells = h.saturating_mul(w);
-        if cells > budget {
-            return Err(ExtractError::Limit(format!(
-                "sheet {name:?} has {h} × {w} cells; the file may hold {} in all",
-                limits.max_cells
-            )));
-        }
-        budget -= cells;
+        let (origin, rows) = match &mut wb {
+            // Streamed, so a sheet's extent is checked before any grid exists.
+            Sheets::Xlsx(x) => streamed(x, &name, &mut budget, limits).map_err(|e| match e {
+                ExtractError::Invalid(m) => bad(&m),
+                other => other,
+            })?,
+            _ => {
+                let range = wb.worksheet_range(&name).map_err(|e| bad(&e))?;
+                let (h, w) = range.get_size();
+                take_budget(&mut budget, &name, h, w, limits)?;
+                let rows = range
+                    .rows()
+                    .map(|r| r.iter().map(|c| cell(c, limits)).collect())
+                    .collect();
+                (range.start().unwrap_or((0, 0)), rows)
+            }
+        };
         let merged = match &mut wb {
             Sheets::Xlsx(x) => x.merge_cells_by_sheet_name(&name).unwrap_or_default(),
             Sheets::Xls(x) => x.merge_cells_by_sheet_name(&name).unwrap_or_default(),
             _ => Vec::new(),
         };
-        let rows: Vec<Vec<Value>> = range
-            .rows()
-            .map(|r| r.iter().map(|c| cell(c, limits)).collect())
-            .collect();
-        out.push(sheet(&name, index, origin(&range), rows, &merged));
+        out.push(sheet(&name, index, origin, rows, &merged));
         progress(index + 1, names.len(), "sheets");
     }
     Ok(out)
 }
 
-fn origin(r: &Range<Data>) -> (u32, u32) {
-    r.start().unwrap_or((0, 0))
+/// `(row, column)` of a sheet's first used cell.
+type Origin = (u32, u32);
+
+/// Charges a sheet's `h × w` cells to what the file may still hold.
+fn take_budget(
+    budget: &mut usize,
+    name: &str,
+    h: usize,
+    w: usize,
+    limits: &Limits,
+) -> Result<(), ExtractError> {
+    let cells = h.saturating_mul(w);
+    if cells > *budget {
+        return Err(ExtractError::Limit(format!(
+            "sheet {name:?} spans {h} × {w} cells; the file may hold {} in all",
+            limits.max_cells
+        )));
+    }
+    *budget -= cells;
+    Ok(())
+}
+
+/// Reads an xlsx sheet cell by cell: the used cells are counted and their
+/// extent checked against the budget before the grid is built, so two
+/// cells at A1 and XFD1048576 are refused instead of allocating 17 billion.
+fn streamed<RS: std::io::Read + std::io::Seek>(
+    x: &mut calamine::Xlsx<RS>,
+    name: &str,
+    budget: &mut usize,
+    limits: &Limits,
+) -> Result<(Origin, Vec<Vec<Value>>), ExtractError> {
+    let mut reader = x
+        .worksheet_cells_reader(name)
+        .map_err(|e| ExtractError::Invalid(e.to_string()))?;
+    let mut cells = Vec::new();
+    let (mut lo, mut hi) = ((u32::MAX, u32::MAX), (0u32, 0u32));
+    while let Some(c) = reader
+        .next_cell()
+        .map_err(|e| ExtractError::Invalid(e.to_string()))?
+    {
+        let value = cell(&Data::from(c.get_value().clone()), limits);
+        if value.is_null() {
+            continue;
+        }
+        let (r, col) = c.get_position();
+        lo = (lo.0.min(r), lo.1.min(col));
+        hi = (hi.0.max(r), hi.1.max(col));
+        cells.push((r, col, value));
+        if cells.len() > *budget {
+            return Err(ExtractError::Limit(format!(
+                "sheet {name:?} has more than {} cells",
+                limits.max_cells
+            )));
+        }
+    }
+    if cells.is_empty() {
+        return Ok(((0, 0), Vec::new()));
+    }
+    let (h, w) = ((hi.0 - lo.0) as usize + 1, (hi.1 - lo.1) as usize + 1);
+    take_budget(budget, name, h, w, limits)?;
+    let mut rows = vec![vec![Value::Null; w]; h];
+    for (r, c, v) in cells {
+        rows[(r - lo.0) as usize][(c - lo.1) as usize] = v;
+    }
+    Ok((lo, rows))
 }
 
 fn sheet(
