@@ -1,63 +1,19 @@
 //! `docproc broker` as a real process, killed with SIGKILL mid-stream:
 //! every acknowledged produce survives and no acked message comes back.
 
+mod common;
+
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
+
+use common::{broker_process, BrokerProcess};
 
 use docproc_client::{Client, NewMessage};
 
-struct Proc {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the broker on a free port and waits for its "serving" line.
-fn start(dir: &std::path::Path, durability: &str) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_docproc"))
-        .args([
-            "broker",
-            "--listen",
-            "127.0.0.1:0",
-            "--durability",
-            durability,
-        ])
-        .arg("--data-dir")
-        .arg(dir)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn docproc");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(pos) = line.find("listen=") {
-                let addr: String = line[pos + 7..]
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or("")
-                    .to_string();
-                let _ = tx.send(addr);
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("broker announced its address");
-    Proc {
-        child,
-        url: format!("grpc://{addr}"),
-    }
+/// Starts the broker on a free port with the given durability.
+fn start(dir: &std::path::Path, durability: &str) -> BrokerProcess {
+    broker_process(dir, &["--durability", durability])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,13 +4,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
-use common::TestServer;
+use common::{broker_process, TestServer};
 use docproc_server::config::Pools;
 
+/// Kills a child process when dropped.
 struct Proc(Child);
 
 impl Drop for Proc {
@@ -20,39 +19,11 @@ impl Drop for Proc {
     }
 }
 
-fn broker(dir: &std::path::Path) -> (Proc, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_docproc"))
-        .args(["broker", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn docproc broker");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(pos) = line.find("listen=") {
-                let addr = line[pos + 7..]
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or("")
-                    .to_string();
-                let _ = tx.send(addr);
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("broker announced its address");
-    (Proc(child), format!("grpc://{addr}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_process_on_a_remote_broker_runs_jobs_in_priority_order() {
     let broker_dir = tempfile::tempdir().unwrap();
-    let (_broker, url) = broker(broker_dir.path());
+    let broker = broker_process(broker_dir.path(), &[]);
+    let url = broker.url.clone();
     let queue = url.clone();
     let s = TestServer::start(move |c| {
         c.queue_url = Some(queue);
