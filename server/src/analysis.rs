@@ -41,19 +41,20 @@ pub async fn run_job(ctx: &WorkerContext, lease: Lease) {
         settle(
             None,
             lease.fail_permanently("payload needs source_job").await,
-        );
+        )
+        .await;
         return;
     };
     let raw = match ctx.results.read(&source, Artifact::Json).await {
         Ok(r) => r,
         Err(e) => {
             let msg = format!("result of job {source} is not available: {e}");
-            settle(None, lease.fail_permanently(&msg).await);
+            settle(None, lease.fail_permanently(&msg).await).await;
             return;
         }
     };
     let Some(out_dir) = ctx.results.dir(&job.job_id) else {
-        settle(None, lease.fail_permanently("bad job id").await);
+        settle(None, lease.fail_permanently("bad job id").await).await;
         return;
     };
     let src = source.clone();
@@ -83,8 +84,8 @@ pub async fn run_job(ctx: &WorkerContext, lease: Lease) {
                 tracing::warn!(error = %e, "could not complete the analysis");
             }
         }
-        Ok(Err(e)) => settle(None, lease.fail(&format!("analysis failed: {e}")).await),
-        Err(e) => settle(None, lease.fail(&format!("analysis panicked: {e}")).await),
+        Ok(Err(e)) => settle(None, lease.fail(&format!("analysis failed: {e}")).await).await,
+        Err(e) => settle(None, lease.fail(&format!("analysis panicked: {e}")).await).await,
     }
 }
 

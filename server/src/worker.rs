@@ -189,7 +189,7 @@ async fn handle(ctx: &WorkerContext, lease: Lease) {
             job_types::AI => crate::analysis::run_job(ctx, lease).await,
             other => {
                 let msg = format!("no handler for job type {other}");
-                settle(None, lease.fail_permanently(&msg).await);
+                settle(None, lease.fail_permanently(&msg).await).await;
             }
         }
     }
@@ -198,11 +198,11 @@ async fn handle(ctx: &WorkerContext, lease: Lease) {
 }
 
 /// Removes the upload once a failed job will not run again.
-pub(crate) fn settle(upload: Option<&PathBuf>, status: Result<JobStatus, QueueError>) {
+pub(crate) async fn settle(upload: Option<&PathBuf>, status: Result<JobStatus, QueueError>) {
     match status {
         Ok(s) if s.is_final() => {
             if let Some(f) = upload {
-                let _ = std::fs::remove_file(f);
+                let _ = tokio::fs::remove_file(f).await;
             }
         }
         Ok(_) => {}
@@ -216,7 +216,7 @@ async fn extract_job(ctx: &WorkerContext, mut lease: Lease) {
         Ok(p) => p,
         Err(e) => {
             let msg = format!("malformed job payload: {e}");
-            settle(None, lease.fail_permanently(&msg).await);
+            settle(None, lease.fail_permanently(&msg).await).await;
             return;
         }
     };
@@ -224,7 +224,8 @@ async fn extract_job(ctx: &WorkerContext, mut lease: Lease) {
         settle(
             Some(&payload.file),
             lease.fail_permanently("bad job id").await,
-        );
+        )
+        .await;
         return;
     };
     let (progress, mut reports) = watch::channel(None);
@@ -273,7 +274,7 @@ async fn extract_job(ctx: &WorkerContext, mut lease: Lease) {
     match outcome {
         None => {
             ctx.results.remove(&job.job_id).await;
-            settle(Some(&payload.file), lease.fail("cancelled").await);
+            settle(Some(&payload.file), lease.fail("cancelled").await).await;
         }
         Some(Ok(summary)) => {
             let result = json!({
@@ -284,7 +285,7 @@ async fn extract_job(ctx: &WorkerContext, mut lease: Lease) {
             });
             match lease.complete(result).await {
                 Ok(_) => {
-                    let _ = std::fs::remove_file(&payload.file);
+                    let _ = tokio::fs::remove_file(&payload.file).await;
                     if payload.analyze {
                         queue_analysis(ctx, &job).await;
                     }
@@ -302,7 +303,7 @@ async fn extract_job(ctx: &WorkerContext, mut lease: Lease) {
             if matches!(e, SandboxError::Refused(_) | SandboxError::Crashed(_)) {
                 ctx.results.remove(&job.job_id).await;
             }
-            settle(Some(&payload.file), status);
+            settle(Some(&payload.file), status).await;
         }
     }
 }
