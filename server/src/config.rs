@@ -64,6 +64,9 @@ pub struct ServeConfig {
     pub heartbeat: Option<Duration>,
     /// How long results are kept after their job finished.
     pub result_retention: Duration,
+    /// On shutdown, how long jobs in hand may run on; then their extractors
+    /// are killed and the jobs return to the queue when their leases expire.
+    pub shutdown_grace: Duration,
     /// Parser input limits.
     pub limits: Limits,
     /// The `docproc` binary that runs extractions; `None` is this executable.
@@ -73,7 +76,7 @@ pub struct ServeConfig {
 impl Default for ServeConfig {
     /// `127.0.0.1:8080`, `./data`, the embedded queue, 100 MiB uploads,
     /// pools excel 2 / pdf 2 / ai 1, 300 s job timeout, 3 retries, results
-    /// kept 7 days, [`Limits::default`].
+    /// kept 7 days, 25 s shutdown grace, [`Limits::default`].
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -89,6 +92,7 @@ impl Default for ServeConfig {
             max_retries: 3,
             heartbeat: None,
             result_retention: Duration::from_secs(7 * 24 * 3600),
+            shutdown_grace: Duration::from_secs(25),
             limits: Limits::default(),
             extractor: None,
         }

@@ -88,7 +88,7 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await;
     stop.send_replace(true);
-    while workers.join_next().await.is_some() {}
+    drain(&mut workers, cfg.shutdown_grace).await;
     let _ = sweeper.await;
     queue.close().await;
     served?;
@@ -108,13 +108,28 @@ pub async fn work(
     tracing::info!(queue = %queue.backend(), pools = ?cfg.pools, "docproc worker ready");
     shutdown.await;
     stop.send_replace(true);
-    while workers.join_next().await.is_some() {}
+    drain(&mut workers, cfg.shutdown_grace).await;
     queue.close().await;
     Ok(())
 }
 
 /// Removes results past the retention, and uploads as old (those of jobs
 /// whose worker died with them and that failed by lease expiry).
+/// Lets jobs in hand finish within `grace`, then aborts their tasks (which
+/// kills their extractors); the queue hands those jobs out again when
+/// their leases expire.
+async fn drain(workers: &mut tokio::task::JoinSet<()>, grace: Duration) {
+    let all_done = async { while workers.join_next().await.is_some() {} };
+    if tokio::time::timeout(grace, all_done).await.is_err() {
+        tracing::warn!(
+            ?grace,
+            "jobs still running after the shutdown grace; handing them back"
+        );
+        workers.abort_all();
+        while workers.join_next().await.is_some() {}
+    }
+}
+
 async fn sweep(
     results: ResultStore,
     uploads: std::path::PathBuf,

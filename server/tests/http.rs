@@ -374,11 +374,7 @@ async fn a_running_job_is_cancelled_and_its_extractor_stopped() {
 async fn a_crashing_extractor_fails_only_its_job() {
     // An extractor that dies by SIGSEGV, as a parser overflowing its stack would.
     let dir = tempfile::tempdir().unwrap();
-    let crash = dir.path().join("crash.sh");
-    std::fs::write(&crash, "#!/bin/sh\nkill -SEGV $$\n").unwrap();
-    let mut perms = std::fs::metadata(&crash).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-    std::fs::set_permissions(&crash, perms).unwrap();
+    let crash = common::script(dir.path(), "kill -SEGV $$");
     let s = TestServer::start(|c| c.extractor = Some(crash.clone())).await;
     let id = s.submit("a.csv", b"a,b\n1,2\n", &[]).await;
     let st = s.wait(&id, "failed", 60).await;
@@ -396,4 +392,25 @@ async fn a_crashing_extractor_fails_only_its_job() {
         "the server lives on"
     );
     s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_past_the_grace_for_a_running_job() {
+    // An extraction that would take a minute.
+    let dir = tempfile::tempdir().unwrap();
+    let slow = common::script(dir.path(), "sleep 60");
+    let s = TestServer::start(|c| {
+        c.extractor = Some(slow.clone());
+        c.shutdown_grace = std::time::Duration::from_millis(200);
+    })
+    .await;
+    let id = s.submit("a.csv", b"a,b\n1,2\n", &[]).await;
+    s.wait(&id, "processing", 60).await;
+    let started = std::time::Instant::now();
+    s.stop().await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
 }

@@ -64,6 +64,16 @@ pub fn broker_process(dir: &std::path::Path, extra: &[&str]) -> BrokerProcess {
     }
 }
 
+/// An executable shell script standing in for the extractor.
+pub fn script(dir: &std::path::Path, body: &str) -> PathBuf {
+    let path = dir.join("extractor.sh");
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    let mut perms = std::fs::metadata(&path).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&path, perms).unwrap();
+    path
+}
+
 pub struct TestServer {
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
