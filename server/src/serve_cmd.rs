@@ -38,6 +38,9 @@ pub(crate) struct JobArgs {
     /// Lease renewal and cancel check interval in ms [default: a third of the job timeout, at most 30 s].
     #[arg(long, env = "DOCPROC_HEARTBEAT_MS")]
     heartbeat_ms: Option<u64>,
+    /// Seconds jobs in hand may run on after SIGTERM before they are handed back [default: 25].
+    #[arg(long, env = "DOCPROC_SHUTDOWN_GRACE_SECS")]
+    shutdown_grace_secs: Option<u64>,
     /// Hours results are kept [default: 168].
     #[arg(long, env = "DOCPROC_RESULT_RETENTION_HOURS")]
     result_retention_hours: Option<u64>,
@@ -79,6 +82,9 @@ impl JobArgs {
                 "--heartbeat-ms / DOCPROC_HEARTBEAT_MS must be at least 10"
             );
             c.heartbeat = Some(Duration::from_millis(ms));
+        }
+        if let Some(g) = self.shutdown_grace_secs {
+            c.shutdown_grace = Duration::from_secs(g);
         }
         if let Some(h) = self.result_retention_hours {
             c.result_retention = Duration::from_secs(h * 3600);
