@@ -17,9 +17,9 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::config::job_types;
-use crate::extract::sandbox::{Sandbox, SandboxError};
+use crate::extract::sandbox::Sandbox;
 use crate::extract::Format;
-use crate::queue::{ConsumeOptions, JobStatus, Lease, NewJob, Queue, QueueError};
+use crate::queue::{Completion, ConsumeOptions, JobStatus, Lease, NewJob, Queue, QueueError};
 use crate::results::ResultStore;
 
 /// What an extraction job carries.
@@ -175,7 +175,7 @@ async fn run(
 /// Least time between two progress writes of one job.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
-/// How long between lease renewals: a third of the timeout, 1–30 s.
+/// How long between lease renewals: a third of the timeout, 0.1–30 s.
 fn heartbeat_every(timeout: Duration) -> Duration {
     (timeout / 3).clamp(Duration::from_millis(100), Duration::from_secs(30))
 }
@@ -284,9 +284,12 @@ async fn extract_job(ctx: &WorkerContext, mut lease: Lease) {
                 "html_url": format!("/api/job/{}/html", job.job_id),
             });
             match lease.complete(result).await {
-                Ok(_) => {
+                Ok(done) => {
                     let _ = tokio::fs::remove_file(&payload.file).await;
-                    if payload.analyze {
+                    if done == Completion::Cancelled {
+                        // Cancelled while its last moments ran: no result, no analysis.
+                        ctx.results.remove(&job.job_id).await;
+                    } else if payload.analyze {
                         queue_analysis(ctx, &job).await;
                     }
                 }
@@ -300,7 +303,7 @@ async fn extract_job(ctx: &WorkerContext, mut lease: Lease) {
             } else {
                 lease.fail(&e.to_string()).await
             };
-            if matches!(e, SandboxError::Refused(_) | SandboxError::Crashed(_)) {
+            if e.is_permanent() {
                 ctx.results.remove(&job.job_id).await;
             }
             settle(Some(&payload.file), status).await;

@@ -74,11 +74,10 @@ impl Sandbox {
         })
     }
 
-    /// Extracts `input` into `out_dir/result.json` and `out_dir/result.html`
-    /// and answers the result's summary. `timeout` bounds wall-clock time
-    /// (and, rounded up, CPU time).
-    /// Progress reports of the child (`{"done","total","unit"}`) are
-    /// published on `progress` as they arrive.
+    /// Extracts `input` into `out_dir` (`result.json`, `result.html`,
+    /// `summary.json`) and answers the summary. `timeout` bounds wall-clock
+    /// time (and, rounded up, CPU time). The child's progress reports
+    /// (`{"done","total","unit"}`) are published on `progress` as they arrive.
     pub async fn run(
         &self,
         format: Format,
