@@ -7,19 +7,25 @@
 //! ```json
 //! { "schema": "docproc.analysis", "version": 1, "source_job": "41",
 //!   "language": "en", "words": 120,
-//!   "summary": ["First key sentence.", "Second."],
+//!   "summary": ["First key sentence.", "Second."], "summary_source": "builtin",
 //!   "keywords": [ { "word": "invoice", "count": 4 } ],
 //!   "entities": { "emails": [], "urls": [], "dates": ["2024-03-01"], "amounts": ["€ 1,200.00"] },
 //!   "tables": [ { "sheet": "Sales", "header_row": 0, "columns": [
 //!       { "name": "Total", "type": "number", "count": 2, "min": 1, "max": 3, "mean": 2, "sum": 4 },
 //!       { "name": "Region", "type": "text", "count": 2, "distinct": 2, "top": [ { "value": "North", "count": 1 } ] } ] } ] }
 //! ```
+//!
+//! With an OpenAI-compatible endpoint configured ([`crate::llm`]) the
+//! summary is its one-paragraph answer, `summary_source` is `"llm"` and
+//! `summary_model` names the model; when the endpoint fails the built-in
+//! summary stays and `summary_error` says why.
 
 use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{json, Value};
 
 use crate::extract::{html, sandbox::write_atomic};
+use crate::llm::LlmError;
 use crate::queue::{JobId, Lease};
 use crate::results::Artifact;
 use crate::worker::{settle, WorkerContext};
@@ -58,9 +64,32 @@ pub async fn run_job(ctx: &WorkerContext, lease: Lease) {
         return;
     };
     let src = source.clone();
-    let work = tokio::task::spawn_blocking(move || -> Result<Value, String> {
+    let analysed = tokio::task::spawn_blocking(move || -> Result<(Value, String), String> {
         let input: Value = serde_json::from_slice(&raw).map_err(|e| e.to_string())?;
-        let result = analyze(&src, &input);
+        Ok(analyze_with_text(&src, &input))
+    })
+    .await;
+    let (mut result, text) = match analysed {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            settle(None, lease.fail(&format!("analysis failed: {e}")).await).await;
+            return;
+        }
+        Err(e) => {
+            settle(None, lease.fail(&format!("analysis panicked: {e}")).await).await;
+            return;
+        }
+    };
+    if let Some(llm) = &ctx.summarizer {
+        let language = result["language"].as_str().unwrap_or("unknown").to_string();
+        apply_llm_summary(
+            &mut result,
+            llm.model(),
+            llm.summarize(&language, &text).await,
+        );
+    }
+    let src = source.clone();
+    let work = tokio::task::spawn_blocking(move || -> Result<Value, String> {
         std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
         let page = html::render(&format!("Analysis of job {src}"), &result);
         write_atomic(&out_dir.join("result.html"), page.as_bytes()).map_err(|e| e.to_string())?;
@@ -68,6 +97,7 @@ pub async fn run_job(ctx: &WorkerContext, lease: Lease) {
         write_atomic(&out_dir.join("result.json"), &bytes).map_err(|e| e.to_string())?;
         Ok(json!({
             "language": result["language"],
+            "summary_source": result["summary_source"],
             "keywords": result["keywords"].as_array().map(|k| k.iter().take(5).map(|w| w["word"].clone()).collect::<Vec<_>>()),
             "source_job": src,
         }))
@@ -89,8 +119,29 @@ pub async fn run_job(ctx: &WorkerContext, lease: Lease) {
     }
 }
 
+/// Puts the endpoint's summary in place of the built-in one, or records
+/// why the built-in one stands.
+fn apply_llm_summary(result: &mut Value, model: &str, answer: Result<String, LlmError>) {
+    match answer {
+        Ok(summary) => {
+            result["summary"] = json!([summary]);
+            result["summary_source"] = json!("llm");
+            result["summary_model"] = json!(model);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "LLM summary failed; keeping the built-in summary");
+            result["summary_error"] = json!(e.to_string());
+        }
+    }
+}
+
 /// Analyses an extraction result.
 pub fn analyze(source: &JobId, input: &Value) -> Value {
+    analyze_with_text(source, input).0
+}
+
+/// The analysis and the document text it read.
+fn analyze_with_text(source: &JobId, input: &Value) -> (Value, String) {
     let mut text = String::new();
     let mut dates = Vec::new();
     gather(input, &mut text, &mut dates);
@@ -120,13 +171,14 @@ pub fn analyze(source: &JobId, input: &Value) -> Value {
     for d in dates {
         push_unique(&mut entities.dates, d);
     }
-    json!({
+    let result = json!({
         "schema": SCHEMA,
         "version": 1,
         "source_job": source,
         "language": language,
         "words": words.len(),
         "summary": summary(&text, &freq),
+        "summary_source": "builtin",
         "keywords": keywords.iter().map(|(w, n)| json!({ "word": w, "count": n })).collect::<Vec<_>>(),
         "entities": {
             "emails": entities.emails,
@@ -135,7 +187,8 @@ pub fn analyze(source: &JobId, input: &Value) -> Value {
             "amounts": entities.amounts,
         },
         "tables": tables(input),
-    })
+    });
+    (result, text)
 }
 
 /// Text of every page or text cell; spreadsheet date cells go to `dates`.

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::extract::Limits;
+use crate::llm::LlmConfig;
 
 /// Job types the server publishes and its pools consume.
 pub mod job_types {
@@ -71,12 +72,16 @@ pub struct ServeConfig {
     pub limits: Limits,
     /// The `docproc` binary that runs extractions; `None` is this executable.
     pub extractor: Option<PathBuf>,
+    /// OpenAI-compatible endpoint for analysis summaries; `None` keeps the
+    /// built-in extractive summary.
+    pub llm: Option<LlmConfig>,
 }
 
 impl Default for ServeConfig {
     /// `127.0.0.1:8080`, `./data`, the embedded queue, 100 MiB uploads,
     /// pools excel 2 / pdf 2 / ai 1, 300 s job timeout, 3 retries, results
-    /// kept 7 days, 25 s shutdown grace, [`Limits::default`].
+    /// kept 7 days, 25 s shutdown grace, [`Limits::default`], built-in
+    /// summaries (no LLM endpoint).
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -95,6 +100,7 @@ impl Default for ServeConfig {
             shutdown_grace: Duration::from_secs(25),
             limits: Limits::default(),
             extractor: None,
+            llm: None,
         }
     }
 }

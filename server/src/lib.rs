@@ -15,6 +15,7 @@ pub mod analysis;
 pub mod config;
 pub mod extract;
 pub mod http;
+pub mod llm;
 pub mod queue;
 pub mod results;
 pub mod serve;

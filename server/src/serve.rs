@@ -25,6 +25,9 @@ pub enum ServeError {
     /// A directory or the listener failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// The LLM endpoint settings cannot work.
+    #[error("{0}")]
+    Llm(#[from] crate::llm::LlmError),
 }
 
 /// How often old results are looked for.
@@ -47,9 +50,13 @@ fn workers(
     cfg: &ServeConfig,
     queue: Arc<dyn crate::queue::Queue>,
     results: ResultStore,
-) -> std::io::Result<WorkerContext> {
+) -> Result<WorkerContext, ServeError> {
     let mut ctx = WorkerContext::new(queue, results, sandbox(cfg)?, &cfg.pools.sizes());
     ctx.heartbeat = cfg.heartbeat;
+    if let Some(llm) = &cfg.llm {
+        ctx.summarizer = Some(crate::llm::Summarizer::new(llm.clone())?);
+        tracing::info!(url = %llm.url, model = %llm.model, "analysis summaries from an LLM endpoint");
+    }
     Ok(ctx)
 }
 

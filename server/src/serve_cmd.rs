@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use docproc_server::config::ServeConfig;
 use docproc_server::extract::{sandbox, Format, Limits};
+use docproc_server::llm::LlmConfig;
 
 use crate::broker_cmd::shutdown_signal;
 
@@ -17,7 +18,7 @@ pub(crate) struct JobArgs {
     /// Uploads and results live here (and the embedded queue by default).
     #[arg(long, env = "DOCPROC_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
-    /// Queue URL: rocksdb://PATH, memory://, grpc://HOST:PORT [default: rocksdb://DATA_DIR/queue].
+    /// Queue URL: rocksdb://PATH, memory://, grpc://HOST:PORT, redis://HOST:PORT[/DB], kafka://HOST:PORT (kafka feature) [default: rocksdb://DATA_DIR/queue].
     #[arg(long, env = "DOCPROC_QUEUE")]
     queue: Option<String>,
     /// Spreadsheet workers [default: 2].
@@ -44,6 +45,18 @@ pub(crate) struct JobArgs {
     /// Hours results are kept [default: 168].
     #[arg(long, env = "DOCPROC_RESULT_RETENTION_HOURS")]
     result_retention_hours: Option<u64>,
+    /// OpenAI-compatible API base URL for analysis summaries (e.g. https://api.openai.com/v1) [default: none, built-in summaries].
+    #[arg(long, env = "DOCPROC_LLM_URL")]
+    llm_url: Option<String>,
+    /// Model asked for summaries (needed with --llm-url).
+    #[arg(long, env = "DOCPROC_LLM_MODEL")]
+    llm_model: Option<String>,
+    /// Bearer token of the LLM endpoint.
+    #[arg(long, env = "DOCPROC_LLM_API_KEY", hide_env_values = true)]
+    llm_api_key: Option<String>,
+    /// Seconds a summary request may take before the built-in summary is used [default: 30].
+    #[arg(long, env = "DOCPROC_LLM_TIMEOUT_SECS")]
+    llm_timeout_secs: Option<u64>,
 }
 
 impl JobArgs {
@@ -88,6 +101,22 @@ impl JobArgs {
         }
         if let Some(h) = self.result_retention_hours {
             c.result_retention = Duration::from_secs(h * 3600);
+        }
+        if let Some(url) = &self.llm_url {
+            let model = self
+                .llm_model
+                .clone()
+                .context("--llm-url needs --llm-model / DOCPROC_LLM_MODEL")?;
+            let mut llm = LlmConfig::new(url.clone(), model);
+            llm.api_key = self.llm_api_key.clone().filter(|k| !k.is_empty());
+            if let Some(t) = self.llm_timeout_secs {
+                anyhow::ensure!(
+                    (1..=600).contains(&t),
+                    "--llm-timeout-secs / DOCPROC_LLM_TIMEOUT_SECS must be 1 to 600"
+                );
+                llm.timeout = Duration::from_secs(t);
+            }
+            c.llm = Some(llm);
         }
         Ok(c)
     }

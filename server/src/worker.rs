@@ -19,7 +19,10 @@ use tracing::Instrument;
 use crate::config::job_types;
 use crate::extract::sandbox::Sandbox;
 use crate::extract::Format;
-use crate::queue::{Completion, ConsumeOptions, JobStatus, Lease, NewJob, Queue, QueueError};
+use crate::llm::Summarizer;
+use crate::queue::{
+    Completion, ConsumeOptions, JobId, JobStatus, Lease, NewJob, Queue, QueueError,
+};
 use crate::results::ResultStore;
 
 /// What an extraction job carries.
@@ -60,6 +63,8 @@ pub struct WorkerContext {
     pub gauges: BTreeMap<&'static str, Arc<PoolGauge>>,
     /// Lease renewal interval; `None`: a third of each job's timeout.
     pub heartbeat: Option<Duration>,
+    /// Writes analysis summaries, when an endpoint is configured.
+    pub summarizer: Option<Summarizer>,
 }
 
 impl std::fmt::Debug for WorkerContext {
@@ -92,6 +97,7 @@ impl WorkerContext {
             sandbox,
             gauges,
             heartbeat: None,
+            summarizer: None,
         }
     }
 
@@ -283,14 +289,26 @@ async fn extract_job(ctx: &WorkerContext, mut lease: Lease) {
                 "json_url": format!("/api/job/{}/result", job.job_id),
                 "html_url": format!("/api/job/{}/html", job.job_id),
             });
-            match lease.complete(result).await {
+            // Queued before the job completes, so whoever sees it completed
+            // also finds its analysis (same correlation id).
+            let analysis = match payload.analyze {
+                true => queue_analysis(ctx, &job).await,
+                false => None,
+            };
+            let completed = lease.complete(result).await;
+            if !matches!(completed, Ok(Completion::Completed)) {
+                if let Some(a) = analysis {
+                    if let Err(e) = ctx.queue.cancel(&a).await {
+                        tracing::warn!(error = %e, analysis = %a, "could not cancel the analysis");
+                    }
+                }
+            }
+            match completed {
                 Ok(done) => {
                     let _ = tokio::fs::remove_file(&payload.file).await;
                     if done == Completion::Cancelled {
                         // Cancelled while its last moments ran: no result, no analysis.
                         ctx.results.remove(&job.job_id).await;
-                    } else if payload.analyze {
-                        queue_analysis(ctx, &job).await;
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "could not complete the job"),
@@ -311,7 +329,7 @@ async fn extract_job(ctx: &WorkerContext, mut lease: Lease) {
     }
 }
 
-async fn queue_analysis(ctx: &WorkerContext, job: &crate::queue::Job) {
+async fn queue_analysis(ctx: &WorkerContext, job: &crate::queue::Job) -> Option<JobId> {
     let mut next = NewJob::new(job_types::AI, json!({ "source_job": job.job_id }))
         .priority(job.priority)
         .max_retries(job.max_retries)
@@ -322,7 +340,11 @@ async fn queue_analysis(ctx: &WorkerContext, job: &crate::queue::Job) {
     if let Some(c) = &job.callback_context {
         next = next.callback_context(c.clone());
     }
-    if let Err(e) = ctx.queue.publish_one(next).await {
-        tracing::warn!(error = %e, source = %job.job_id, "could not queue the analysis");
+    match ctx.queue.publish_one(next).await {
+        Ok(id) => Some(id),
+        Err(e) => {
+            tracing::warn!(error = %e, source = %job.job_id, "could not queue the analysis");
+            None
+        }
     }
 }

@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{nested_pdf, ods, ods_repeat_bomb, pdf, sparse_xlsx, xlsx, zip_bomb, TestServer};
+use common::{
+    legacy, nested_pdf, ods, ods_repeat_bomb, pdf, sparse_xlsx, xlsx, zip_bomb, TestServer,
+};
 use docproc_server::config::Pools;
 use serde_json::json;
 
@@ -150,6 +152,62 @@ async fn ods_csv_and_pdf_are_extracted_and_analysed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xls_and_xlsb_are_extracted() {
+    let s = TestServer::start(|_| {}).await;
+    let xls = s.submit("old.dat", &legacy::xls(None), &[]).await;
+    let xlsb = s.submit("binary", &legacy::xlsb(false), &[]).await;
+    let rows = json!([
+        ["Region", "Total", "Open"],
+        ["North", 12.5, true],
+        ["South", -3.0, false],
+    ]);
+    s.wait(&xls, "completed", 60).await;
+    let res = s.get(&format!("/api/job/{xls}/result")).await.json();
+    assert_eq!(res["format"], "xls");
+    let sheet = &res["sheets"][0];
+    assert_eq!(sheet["name"], "Sales");
+    assert_eq!(
+        sheet["cells"].as_array().unwrap()[..3],
+        rows.as_array().unwrap()[..]
+    );
+    assert_eq!(
+        sheet["cells"][3],
+        json!([{ "error": "#DIV/0!" }, { "date": "2024-03-01" }, null])
+    );
+    assert_eq!(sheet["cells"][5], json!(["Region", null, null]));
+    assert_eq!(
+        sheet["merged"],
+        json!([{ "first_row": 5, "first_column": 0, "last_row": 5, "last_column": 1 }])
+    );
+    let table = &sheet["tables"][0];
+    assert_eq!(
+        (&table["header_row"], &table["last_row"]),
+        (&json!(0), &json!(3))
+    );
+    assert_eq!(table["columns"][1]["name"], "Total");
+    // Two numbers and a date.
+    assert_eq!(table["columns"][1]["type"], "mixed");
+    assert_eq!(table["columns"][2]["type"], "bool");
+
+    s.wait(&xlsb, "completed", 60).await;
+    let res = s.get(&format!("/api/job/{xlsb}/result")).await.json();
+    assert_eq!(res["format"], "xlsb");
+    let sheet = &res["sheets"][0];
+    assert_eq!(sheet["name"], "Sales");
+    assert_eq!(sheet["rows"], 4);
+    assert_eq!(
+        sheet["cells"].as_array().unwrap()[..3],
+        rows.as_array().unwrap()[..]
+    );
+    // No styles part: the date serial stays a number.
+    assert_eq!(
+        sheet["cells"][3],
+        json!([{ "error": "#DIV/0!" }, 45352.0, null])
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_are_json_with_the_right_status() {
     // No workers: jobs stay queued.
     let s = TestServer::start(|c| {
@@ -248,6 +306,13 @@ async fn hostile_files_fail_their_own_jobs_only() {
     let nested = s.submit("nested.pdf", &nested_pdf(), &[]).await;
     let sparse = s.submit("sparse.xlsx", &sparse_xlsx(), &[]).await;
     let repeat = s.submit("repeat.ods", &ods_repeat_bomb(), &[]).await;
+    let far_xlsb = s.submit("far.xlsb", &legacy::xlsb(true), &[]).await;
+    // An xls whose Dimensions record claims four billion rows: calamine
+    // reserves room for every cell up front and dies; the sandbox keeps it
+    // to this job.
+    let huge_xls = s
+        .submit("huge.xls", &legacy::xls(Some(u32::MAX)), &[])
+        .await;
     let good = s.submit("ok.csv", b"a,b\n1,2\n", &[]).await;
     // Two cells 17 billion cells apart: refused from the cells' extent
     // before any grid is allocated.
@@ -255,6 +320,16 @@ async fn hostile_files_fail_their_own_jobs_only() {
     assert!(
         sp["error"].as_str().unwrap().contains("1048576 × 16384"),
         "{sp}"
+    );
+    let f = s.wait(&far_xlsb, "failed", 60).await;
+    assert!(
+        f["error"].as_str().unwrap().contains("1048576 × 16384"),
+        "{f}"
+    );
+    let h = s.wait(&huge_xls, "failed", 60).await;
+    assert!(
+        h["error"].as_str().unwrap().contains("out of memory"),
+        "{h}"
     );
     let r = s.wait(&repeat, "failed", 60).await;
     assert!(r["error"].as_str().unwrap().contains("limit"), "{r}");

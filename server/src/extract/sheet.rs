@@ -84,10 +84,20 @@ fn workbook(
     for (index, name) in names.iter().cloned().enumerate() {
         let (origin, rows) = match &mut wb {
             // Streamed, so a sheet's extent is checked before any grid exists.
-            Sheets::Xlsx(x) => streamed(x, &name, &mut budget, limits).map_err(|e| match e {
-                ExtractError::Invalid(m) => bad(&m),
-                other => other,
-            })?,
+            Sheets::Xlsx(x) => {
+                let mut r = x.worksheet_cells_reader(&name).map_err(|e| bad(&e))?;
+                streamed(&name, &mut budget, limits, || {
+                    let c = r.next_cell().map_err(|e| bad(&e))?;
+                    Ok(c.map(|c| (c.get_position(), Data::from(c.get_value().clone()))))
+                })?
+            }
+            Sheets::Xlsb(x) => {
+                let mut r = x.worksheet_cells_reader(&name).map_err(|e| bad(&e))?;
+                streamed(&name, &mut budget, limits, || {
+                    let c = r.next_cell().map_err(|e| bad(&e))?;
+                    Ok(c.map(|c| (c.get_position(), Data::from(c.get_value().clone()))))
+                })?
+            }
             _ => {
                 let range = wb.worksheet_range(&name).map_err(|e| bad(&e))?;
                 let (h, w) = range.get_size();
@@ -132,29 +142,23 @@ fn take_budget(
     Ok(())
 }
 
-/// Reads an xlsx sheet cell by cell: the used cells are counted and their
-/// extent checked against the budget before the grid is built, so two
+/// Reads an xlsx or xlsb sheet cell by cell: the used cells are counted and
+/// their extent checked against the budget before the grid is built, so two
 /// cells at A1 and XFD1048576 are refused instead of allocating 17 billion.
-fn streamed<RS: std::io::Read + std::io::Seek>(
-    x: &mut calamine::Xlsx<RS>,
+/// `next` yields `((row, column), value)` until the sheet ends.
+fn streamed(
     name: &str,
     budget: &mut usize,
     limits: &Limits,
+    mut next: impl FnMut() -> Result<Option<(Origin, Data)>, ExtractError>,
 ) -> Result<(Origin, Vec<Vec<Value>>), ExtractError> {
-    let mut reader = x
-        .worksheet_cells_reader(name)
-        .map_err(|e| ExtractError::Invalid(e.to_string()))?;
     let mut cells = Vec::new();
     let (mut lo, mut hi) = ((u32::MAX, u32::MAX), (0u32, 0u32));
-    while let Some(c) = reader
-        .next_cell()
-        .map_err(|e| ExtractError::Invalid(e.to_string()))?
-    {
-        let value = cell(&Data::from(c.get_value().clone()), limits);
+    while let Some(((r, col), data)) = next()? {
+        let value = cell(&data, limits);
         if value.is_null() {
             continue;
         }
-        let (r, col) = c.get_position();
         lo = (lo.0.min(r), lo.1.min(col));
         hi = (hi.0.max(r), hi.1.max(col));
         cells.push((r, col, value));
