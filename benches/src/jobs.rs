@@ -40,7 +40,39 @@ pub(crate) async fn all(n: u64) -> anyhow::Result<Vec<Row>> {
     let served = serve(docproc_broker::Durability::Sync).await?;
     rows.push(through("grpc:// (loopback broker, sync)", &served.url, n).await?);
     served.finish();
+    // The machine's Redis (no persistence), then one with every write fsynced.
+    let server = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("docproc-bench-{}", std::process::id());
+    let url = format!("{server}/0?prefix={prefix}");
+    let row = through("redis:// (no persistence)", &url, n).await;
+    redis_cleanup(&server, &prefix);
+    rows.push(row?);
+    let (_always, port) = crate::peers::start_fsync_always()?;
+    let url = format!("redis://127.0.0.1:{port}/0?prefix=bench");
+    rows.push(through("redis:// (appendfsync always)", &url, n).await?);
+    #[cfg(feature = "kafka")]
+    match std::env::var("KAFKA_BROKERS") {
+        Ok(b) => {
+            let url = format!("kafka://{b}?prefix=docproc-bench-{}", std::process::id());
+            rows.push(through("kafka:// (tansu, memory storage)", &url, n).await?);
+        }
+        Err(_) => eprintln!("kafka:// row skipped: KAFKA_BROKERS is not set"),
+    }
     Ok(rows)
+}
+
+/// Deletes the bench's keys from a shared Redis.
+fn redis_cleanup(server: &str, prefix: &str) {
+    let Ok(mut c) = redis::Client::open(server).and_then(|c| c.get_connection()) else {
+        return;
+    };
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query(&mut c)
+        .unwrap_or_default();
+    if !keys.is_empty() {
+        let _ = redis::cmd("DEL").arg(keys).query::<u64>(&mut c);
+    }
 }
 
 async fn through(name: &str, url: &str, n: u64) -> anyhow::Result<Row> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::{Row, PAYLOAD};
 
-struct TempRedis {
+pub(crate) struct TempRedis {
     child: Child,
     _dir: tempfile::TempDir,
 }
@@ -25,7 +25,8 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-fn start_fsync_always() -> anyhow::Result<(TempRedis, u16)> {
+/// A throwaway `redis-server` with `appendfsync always`, on a free port.
+pub(crate) fn start_fsync_always() -> anyhow::Result<(TempRedis, u16)> {
     let dir = tempfile::tempdir_in(".")?;
     let port = free_port()?;
     let child = Command::new("redis-server")

@@ -2,6 +2,7 @@
 //! `127.0.0.1:0` with a shutdown handle, and the queue conformance suite.
 
 pub mod conformance;
+pub mod services;
 
 use std::net::SocketAddr;
 

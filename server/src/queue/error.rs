@@ -37,8 +37,9 @@ pub enum QueueError {
     /// queue (or to another worker). Stop working on the job.
     #[error("lease on job {0} was lost")]
     LeaseLost(JobId),
-    /// A watcher fell behind and this many events were dropped; the stream
-    /// goes on with the events after them.
+    /// A watcher fell behind and this many events were dropped (0 when the
+    /// number is unknown, e.g. a backend subscription was re-made); the
+    /// stream goes on with the events after them.
     #[error("watch lagged: {0} events dropped")]
     Lagged(u64),
     /// The backend cannot be reached or is shutting down; retrying may work.

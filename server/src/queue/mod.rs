@@ -7,6 +7,8 @@
 //! | `rocksdb://PATH` | [`rocksdb`] | the broker engine in-process on RocksDB at `PATH` (default) |
 //! | `memory://` | [`memory`] | the same engine on RocksDB's memory environment: nothing on disk |
 //! | `grpc://HOST:PORT` | [`grpc`] | a remote `docproc broker` through the client library |
+//! | `redis://HOST:PORT[/DB]` | [`redis`] | a Redis server, state changes as Lua scripts |
+//! | `kafka://HOST:PORT[,…]` | `kafka` | a Kafka cluster (cargo feature `kafka`) |
 //!
 //! Every URL takes `retry_base_ms` and `retry_max_ms` (the [`RetryPolicy`]);
 //! `rocksdb://` also takes `durability` (`sync`, `batch`, `batch:MS`, `none`).
@@ -50,9 +52,12 @@
 pub mod brokered;
 pub mod error;
 pub mod grpc;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 mod lease;
 pub mod memory;
 pub mod model;
+pub mod redis;
 pub mod rocksdb;
 mod url;
 
@@ -163,12 +168,16 @@ pub async fn open(url: &str) -> Result<Arc<dyn Queue>> {
         "rocksdb" => Ok(Arc::new(rocksdb::open(&u)?)),
         "memory" => Ok(Arc::new(memory::open(&u)?)),
         "grpc" => Ok(Arc::new(grpc::connect(&u).await?)),
-        "redis" | "kafka" => Err(u.invalid(format!(
+        "redis" => Ok(Arc::new(redis::open(&u).await?)),
+        #[cfg(feature = "kafka")]
+        "kafka" => Ok(Arc::new(kafka::open(&u).await?)),
+        #[cfg(not(feature = "kafka"))]
+        "kafka" => Err(u.invalid(format!(
             "the {} adapter is not part of this build",
             u.scheme
         ))),
         other => Err(u.invalid(format!(
-            "unknown scheme {other:?}; use rocksdb://PATH, memory://, grpc://HOST:PORT"
+            "unknown scheme {other:?}; use rocksdb://PATH, memory://, grpc://HOST:PORT, redis://HOST:PORT"
         ))),
     }
 }

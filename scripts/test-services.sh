@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Makes sure the services the tests use are up, installing and starting
+# what is missing. Run by `make test`; safe to run again.
+#   Redis at $REDIS_URL (default redis://127.0.0.1:6379): started locally
+#   (no persistence, like the test machines' own) when it does not answer.
+set -euo pipefail
+
+REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+
+apt_install() {
+	$SUDO apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
+}
+
+redis_up() { redis-cli -u "$REDIS_URL" ping 2>/dev/null | grep -q PONG; }
+
+if ! command -v redis-cli >/dev/null 2>&1; then
+	echo "services: installing redis (redis-cli and redis-server)"
+	apt_install redis-server
+fi
+if ! redis_up; then
+	hostport="${REDIS_URL#redis://}"; hostport="${hostport#*@}"; hostport="${hostport%%/*}"
+	host="${hostport%%:*}"; port="${hostport##*:}"; [ "$port" = "$hostport" ] && port=6379
+	case "$host" in
+	127.0.0.1|localhost|::1) ;;
+	*) echo "services: Redis at $REDIS_URL does not answer and is not local; start it or unset REDIS_URL" >&2; exit 1 ;;
+	esac
+	echo "services: starting redis-server on 127.0.0.1:$port"
+	mkdir -p /tmp/docproc-redis
+	redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
+		--dir /tmp/docproc-redis --logfile /tmp/docproc-redis/redis.log
+	for _ in $(seq 1 50); do redis_up && break; sleep 0.1; done
+	redis_up || { echo "services: redis-server did not start; see /tmp/docproc-redis/redis.log" >&2; exit 1; }
+fi
+echo "services: redis at $REDIS_URL answers"

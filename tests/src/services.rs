@@ -1,0 +1,88 @@
+//! The external services some tests need (Redis today), found through the
+//! environment: `REDIS_URL` (default `redis://127.0.0.1:6379`). When `CI`
+//! is set a missing service fails the test; elsewhere the test says it is
+//! skipped and why.
+
+/// Where the test Redis is, after checking it answers `PING`; `None` (with
+/// a message) when it does not and `CI` is unset.
+pub fn redis_url() -> Option<String> {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let ping = redis::Client::open(url.as_str()).and_then(|c| {
+        let mut conn = c.get_connection_with_timeout(std::time::Duration::from_secs(2))?;
+        redis::cmd("PING").query::<String>(&mut conn)
+    });
+    match ping {
+        Ok(_) => Some(url),
+        Err(e) if std::env::var_os("CI").is_some() => {
+            panic!("CI is set but Redis at {url} does not answer ({e}); `make test` starts it")
+        }
+        Err(e) => {
+            eprintln!(
+                "SKIPPED: Redis at {url} does not answer ({e}); set REDIS_URL or run `make test`"
+            );
+            None
+        }
+    }
+}
+
+/// A key prefix no other test run uses.
+pub fn unique_prefix(what: &str) -> String {
+    format!(
+        "docproc-test-{what}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
+/// Deletes every key under `prefix` (used when a test's queue is dropped).
+pub fn redis_cleanup(url: &str, prefix: &str) {
+    let Ok(client) = redis::Client::open(url) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_connection() else {
+        return;
+    };
+    let keys: Vec<String> = match redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query(&mut conn)
+    {
+        Ok(k) => k,
+        Err(_) => return,
+    };
+    for chunk in keys.chunks(500) {
+        let _ = redis::cmd("DEL").arg(chunk).query::<u64>(&mut conn);
+    }
+}
+
+/// The Kafka-protocol brokers of `KAFKA_BROKERS` (`HOST:PORT[,…]`), after
+/// checking the first accepts connections; `None` (with a message) when
+/// unset or unreachable and `CI` is unset.
+pub fn kafka_brokers() -> Option<String> {
+    let brokers = match std::env::var("KAFKA_BROKERS") {
+        Ok(b) if !b.trim().is_empty() => b,
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("CI is set but KAFKA_BROKERS is not; `make test` starts a broker and sets it")
+        }
+        _ => {
+            eprintln!("SKIPPED: KAFKA_BROKERS is not set; run `make test` to get a local broker");
+            return None;
+        }
+    };
+    let first = brokers.split(',').next().unwrap_or_default().to_string();
+    let reachable = std::net::ToSocketAddrs::to_socket_addrs(&first.as_str())
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| {
+            std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(2)).is_ok()
+        });
+    match reachable {
+        true => Some(brokers),
+        false if std::env::var_os("CI").is_some() => {
+            panic!("CI is set but the Kafka broker at {first} does not accept connections")
+        }
+        false => {
+            eprintln!("SKIPPED: the Kafka broker at {first} does not accept connections");
+            None
+        }
+    }
+}
