@@ -3,7 +3,13 @@ SHELL := /bin/bash
 CARGO ?= cargo
 DATA_DIR ?= ./data
 
-.PHONY: run broker test bench bootstrap build fmt lint clean
+.PHONY: run broker test bench bootstrap services build fmt lint clean
+
+# Tests of real services read these; `make services` makes sure Redis
+# answers, and scripts/with-services.sh also starts a Kafka-protocol broker.
+export REDIS_URL ?= redis://127.0.0.1:6379
+# Built and tested everywhere, kept optional for users: the Kafka adapter.
+FEATURES ?= docproc-server/kafka,docproc-tests/kafka
 
 ## Start the processing server on the embedded broker (HTTP 127.0.0.1:8080, data in ./data).
 run: bootstrap
@@ -13,23 +19,28 @@ run: bootstrap
 broker: bootstrap
 	$(CARGO) run --release -p docproc-server --bin docproc -- broker --data-dir $(DATA_DIR)/broker
 
-## Install what is missing, then run every test (unit, property, engine, gRPC end to end, crash).
+## Install what is missing, start the services the tests use (Redis, a
+## Kafka-protocol broker), run every test, stop what was started.
 test: bootstrap
-	$(CARGO) test --workspace --doc
-	$(CARGO) test --workspace --all-targets --no-fail-fast
+	scripts/with-services.sh sh -c '$(CARGO) test --workspace --features $(FEATURES) --doc && \
+		$(CARGO) test --workspace --all-targets --features $(FEATURES) --no-fail-fast'
 
 ## Throughput and latency benchmarks (release build); prints one table.
 bench: bootstrap
 	$(CARGO) build --release -p docproc-server --bin docproc
-	$(CARGO) run --release -p docproc-benches --bin broker-bench
+	scripts/with-services.sh $(CARGO) run --release -p docproc-benches --bin broker-bench --features docproc-benches/kafka
 
 ## Lints as CI expects them.
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --features $(FEATURES) -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all
+
+## Install and start what the tests talk to (Redis at $REDIS_URL).
+services:
+	@scripts/test-services.sh
 
 ## RocksDB's build needs libclang (bindgen) and a C++ compiler.
 bootstrap:
