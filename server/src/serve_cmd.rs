@@ -57,6 +57,9 @@ pub(crate) struct JobArgs {
     /// Seconds a summary request may take before the built-in summary is used [default: 30].
     #[arg(long, env = "DOCPROC_LLM_TIMEOUT_SECS")]
     llm_timeout_secs: Option<u64>,
+    /// The program run as the extractor instead of this binary (tests).
+    #[arg(long, hide = true)]
+    extractor: Option<PathBuf>,
 }
 
 impl JobArgs {
@@ -64,6 +67,7 @@ impl JobArgs {
         let mut c = ServeConfig {
             data_dir: self.data_dir.clone(),
             queue_url: self.queue.clone(),
+            extractor: self.extractor.clone(),
             ..ServeConfig::default()
         };
         if let Some(n) = self.excel_workers {

@@ -284,9 +284,10 @@ impl Inner {
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
-            // Liveness of a job is its lease; a busy process must not be
-            // thrown out of the group for not asking for more.
-            .set("max.poll.interval.ms", "86400000")
+            // Also the rebalance timeout: a member that died is waited for at
+            // most this long. Every consumer polls at least once a second
+            // (a full buffer takes one message a second), so this is safe.
+            .set("max.poll.interval.ms", "30000")
             .set("fetch.wait.max.ms", "50");
         c
     }
