@@ -23,8 +23,8 @@ use serde_json::Value;
 use super::error::{QueueError, Result};
 use super::lease::{Heartbeat, Lease, LeaseOps, RetryPolicy};
 use super::model::{
-    validate_job_type, CancelOutcome, Counters, Job, JobEvent, JobId, JobPage, JobRecord,
-    JobStatus, JobTypeStats, ListQuery, NewJob, Priority, PriorityDepth, WatchFilter,
+    validate_job_type, validate_job_types, CancelOutcome, Counters, Job, JobEvent, JobId, JobPage,
+    JobRecord, JobStatus, JobTypeStats, ListQuery, NewJob, Priority, PriorityDepth, WatchFilter,
 };
 use super::{ConsumeOptions, EventStream, LeaseStream, Queue};
 
@@ -344,14 +344,7 @@ impl<B: BrokerApi> Queue for BrokerQueue<B> {
     }
 
     async fn consume(&self, job_types: &[String], opts: ConsumeOptions) -> Result<LeaseStream> {
-        if job_types.is_empty() {
-            return Err(QueueError::InvalidArgument(
-                "consume needs at least one job type".into(),
-            ));
-        }
-        for t in job_types {
-            validate_job_type(t)?;
-        }
+        validate_job_types(job_types)?;
         let deliveries = self
             .api
             .deliveries(job_types.to_vec(), opts.worker_id, opts.prefetch.max(1))

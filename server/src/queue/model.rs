@@ -275,6 +275,38 @@ impl NewJob {
 }
 
 /// Checks a job type name: 1..=100 of `A-Z a-z 0-9 . _ -`.
+/// Checks the job types a consumer asks for: at least one, each valid.
+pub fn validate_job_types(types: &[String]) -> Result<(), QueueError> {
+    if types.is_empty() {
+        return Err(QueueError::InvalidArgument(
+            "consume needs at least one job type".into(),
+        ));
+    }
+    types.iter().try_for_each(|t| validate_job_type(t))
+}
+
+/// Checks a publish batch whole: not empty, at most `max` jobs, each job
+/// valid (errors name the job's index).
+pub fn validate_batch(jobs: &[NewJob], max: usize) -> Result<(), QueueError> {
+    if jobs.is_empty() {
+        return Err(QueueError::InvalidArgument(
+            "publish needs at least one job".into(),
+        ));
+    }
+    if jobs.len() > max {
+        return Err(QueueError::TooLarge(format!(
+            "{} jobs in one publish; at most {max}",
+            jobs.len()
+        )));
+    }
+    jobs.iter().enumerate().try_for_each(|(i, j)| {
+        j.validate().map_err(|e| match e {
+            QueueError::InvalidArgument(m) => QueueError::InvalidArgument(format!("job {i}: {m}")),
+            other => other,
+        })
+    })
+}
+
 pub fn validate_job_type(t: &str) -> Result<(), QueueError> {
     let ok = !t.is_empty()
         && t.len() <= MAX_JOB_TYPE_LEN

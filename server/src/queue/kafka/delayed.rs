@@ -3,7 +3,7 @@
 //! status turning `queued` first. One group member per process; a
 //! partition's offset is committed only past messages already moved.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
-use super::feed::STATUS_WAIT_MS;
+use super::feed::{Track, STATUS_WAIT_MS};
 use super::wire::{decode, JobMsg};
 use super::{now_ms, Inner};
 use crate::queue::error::Result;
@@ -24,13 +24,6 @@ struct Waiting {
     msg: JobMsg,
     due: u64,
     seen_ms: u64,
-}
-
-#[derive(Default)]
-struct Track {
-    outstanding: BTreeSet<i64>,
-    next: i64,
-    committed: i64,
 }
 
 /// What became of a due message.
@@ -113,13 +106,10 @@ pub(super) async fn run(
 fn commit(consumer: &StreamConsumer, topic: &str, tracks: &mut HashMap<i32, Track>) {
     let mut tpl = TopicPartitionList::new();
     for (p, t) in tracks.iter_mut() {
-        let upto = t.outstanding.first().copied().unwrap_or(t.next);
-        if upto > t.committed
-            && tpl
-                .add_partition_offset(topic, *p, Offset::Offset(upto))
-                .is_ok()
-        {
-            t.committed = upto;
+        if let Some(upto) = t.advance() {
+            if let Err(e) = tpl.add_partition_offset(topic, *p, Offset::Offset(upto)) {
+                tracing::warn!(error = %e, "kafka commit (delayed topic)");
+            }
         }
     }
     if tpl.count() > 0 {

@@ -49,10 +49,23 @@ struct Buffered {
 
 /// Offsets of one partition: fetched but unfinished, and what is committed.
 #[derive(Default)]
-struct Track {
-    outstanding: BTreeSet<i64>,
-    next: i64,
+pub(super) struct Track {
+    pub(super) outstanding: BTreeSet<i64>,
+    /// The offset after the last one fetched.
+    pub(super) next: i64,
     committed: i64,
+}
+
+impl Track {
+    /// The offset to commit now, when it moved: the first unfinished
+    /// message, or past the last fetched when none is unfinished.
+    pub(super) fn advance(&mut self) -> Option<i64> {
+        let upto = self.outstanding.first().copied().unwrap_or(self.next);
+        (upto > self.committed).then(|| {
+            self.committed = upto;
+            upto
+        })
+    }
 }
 
 /// A lease this process handed out.
@@ -202,11 +215,7 @@ impl Feed {
                 return;
             };
             t.outstanding.remove(&offset);
-            let upto = t.outstanding.first().copied().unwrap_or(t.next);
-            (upto > t.committed).then(|| {
-                t.committed = upto;
-                upto
-            })
+            t.advance()
         };
         if let Some(upto) = commit {
             let mut tpl = TopicPartitionList::new();

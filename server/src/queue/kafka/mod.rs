@@ -51,8 +51,8 @@ use self::wire::{cancel_key, delivery_id, encode, plausible_id, status_key, JobM
 use super::error::{QueueError, Result};
 use super::lease::RetryPolicy;
 use super::model::{
-    validate_job_type, CancelOutcome, Job, JobId, JobPage, JobRecord, JobStatus, JobTypeStats,
-    ListQuery, NewJob, WatchFilter,
+    validate_batch, validate_job_types, CancelOutcome, Job, JobId, JobPage, JobRecord, JobStatus,
+    JobTypeStats, ListQuery, NewJob, WatchFilter,
 };
 use super::url::{QueueUrl, COMMON_PARAMS};
 use super::{ConsumeOptions, EventStream, LeaseStream, Queue};
@@ -460,8 +460,7 @@ impl Inner {
     }
 }
 
-fn validate(job: &NewJob) -> Result<()> {
-    job.validate()?;
+fn payload_fits(job: &NewJob) -> Result<()> {
     let size = serde_json::to_vec(&job.payload).map_or(0, |v| v.len());
     if size > MAX_VALUE_BYTES {
         return Err(QueueError::TooLarge(format!(
@@ -478,25 +477,8 @@ impl Queue for KafkaQueue {
     }
 
     async fn publish(&self, jobs: Vec<NewJob>) -> Result<Vec<JobId>> {
-        if jobs.is_empty() {
-            return Err(QueueError::InvalidArgument(
-                "publish needs at least one job".into(),
-            ));
-        }
-        if jobs.len() > MAX_BATCH {
-            return Err(QueueError::TooLarge(format!(
-                "{} jobs in one publish; at most {MAX_BATCH}",
-                jobs.len()
-            )));
-        }
-        for (i, j) in jobs.iter().enumerate() {
-            validate(j).map_err(|e| match e {
-                QueueError::InvalidArgument(m) => {
-                    QueueError::InvalidArgument(format!("job {i}: {m}"))
-                }
-                other => other,
-            })?;
-        }
+        validate_batch(&jobs, MAX_BATCH)?;
+        jobs.iter().try_for_each(payload_fits)?;
         let inner = &self.inner;
         let now = now_ms();
         let mut snaps = Vec::with_capacity(jobs.len());
@@ -549,14 +531,7 @@ impl Queue for KafkaQueue {
     }
 
     async fn consume(&self, job_types: &[String], opts: ConsumeOptions) -> Result<LeaseStream> {
-        if job_types.is_empty() {
-            return Err(QueueError::InvalidArgument(
-                "consume needs at least one job type".into(),
-            ));
-        }
-        for t in job_types {
-            validate_job_type(t)?;
-        }
+        validate_job_types(job_types)?;
         let mut feeds = Vec::new();
         for t in job_types {
             feeds.push(self.inner.feed(t).await?);

@@ -32,8 +32,8 @@ use self::records::plausible_id;
 use super::error::{QueueError, Result};
 use super::lease::{Heartbeat, Lease, LeaseOps, RetryPolicy};
 use super::model::{
-    validate_job_type, CancelOutcome, Job, JobId, JobPage, JobRecord, JobStatus, JobTypeStats,
-    ListQuery, NewJob, Priority, WatchFilter,
+    validate_batch, validate_job_types, CancelOutcome, Job, JobId, JobPage, JobRecord, JobStatus,
+    JobTypeStats, ListQuery, NewJob, Priority, WatchFilter,
 };
 use super::url::{QueueUrl, COMMON_PARAMS};
 use super::{ConsumeOptions, EventStream, LeaseStream, Queue};
@@ -384,7 +384,6 @@ impl LeaseOps for RedisLease {
 
 /// The fields `publish.lua` takes for one job.
 fn encode(job: NewJob) -> Result<[String; 8]> {
-    job.validate()?;
     let payload = serde_json::to_string(&job.payload)
         .map_err(|e| QueueError::InvalidArgument(format!("payload is not JSON: {e}")))?;
     if payload.len() > MAX_VALUE_BYTES {
@@ -417,29 +416,8 @@ impl Queue for RedisQueue {
     }
 
     async fn publish(&self, jobs: Vec<NewJob>) -> Result<Vec<JobId>> {
-        if jobs.is_empty() {
-            return Err(QueueError::InvalidArgument(
-                "publish needs at least one job".into(),
-            ));
-        }
-        if jobs.len() > MAX_BATCH {
-            return Err(QueueError::TooLarge(format!(
-                "{} jobs in one publish; at most {MAX_BATCH}",
-                jobs.len()
-            )));
-        }
-        let encoded = jobs
-            .into_iter()
-            .enumerate()
-            .map(|(i, j)| {
-                encode(j).map_err(|e| match e {
-                    QueueError::InvalidArgument(m) => {
-                        QueueError::InvalidArgument(format!("job {i}: {m}"))
-                    }
-                    other => other,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        validate_batch(&jobs, MAX_BATCH)?;
+        let encoded = jobs.into_iter().map(encode).collect::<Result<Vec<_>>>()?;
         let mut ids = Vec::with_capacity(encoded.len());
         for chunk in encoded.chunks(PUBLISH_CHUNK) {
             let mut call = self.inner.scripts.publish.prepare_invoke();
@@ -455,14 +433,7 @@ impl Queue for RedisQueue {
     }
 
     async fn consume(&self, job_types: &[String], opts: ConsumeOptions) -> Result<LeaseStream> {
-        if job_types.is_empty() {
-            return Err(QueueError::InvalidArgument(
-                "consume needs at least one job type".into(),
-            ));
-        }
-        for t in job_types {
-            validate_job_type(t)?;
-        }
+        validate_job_types(job_types)?;
         let state = (
             self.inner.clone(),
             job_types.to_vec(),
