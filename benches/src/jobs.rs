@@ -45,7 +45,7 @@ pub(crate) async fn all(n: u64) -> anyhow::Result<Vec<Row>> {
     let prefix = format!("docproc-bench-{}", std::process::id());
     let url = format!("{server}/0?prefix={prefix}");
     let row = through("redis:// (no persistence)", &url, n).await;
-    redis_cleanup(&server, &prefix);
+    docproc_tests::services::redis_cleanup(&server, &prefix);
     rows.push(row?);
     let (_always, port) = crate::peers::start_fsync_always()?;
     let url = format!("redis://127.0.0.1:{port}/0?prefix=bench");
@@ -59,20 +59,6 @@ pub(crate) async fn all(n: u64) -> anyhow::Result<Vec<Row>> {
         Err(_) => eprintln!("kafka:// row skipped: KAFKA_BROKERS is not set"),
     }
     Ok(rows)
-}
-
-/// Deletes the bench's keys from a shared Redis.
-fn redis_cleanup(server: &str, prefix: &str) {
-    let Ok(mut c) = redis::Client::open(server).and_then(|c| c.get_connection()) else {
-        return;
-    };
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
-        .query(&mut c)
-        .unwrap_or_default();
-    if !keys.is_empty() {
-        let _ = redis::cmd("DEL").arg(keys).query::<u64>(&mut c);
-    }
 }
 
 async fn through(name: &str, url: &str, n: u64) -> anyhow::Result<Row> {

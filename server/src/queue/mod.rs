@@ -160,6 +160,43 @@ pub trait Queue: Send + Sync {
     async fn close(&self);
 }
 
+/// A watch stream over a backend's broadcast of events, until `closed`
+/// turns true: `pick` turns each item into what the watcher gets (`None`
+/// skips it); a receiver that fell behind yields [`QueueError::Lagged`].
+pub(crate) fn broadcast_watch<T, F>(
+    rx: tokio::sync::broadcast::Receiver<T>,
+    closed: tokio::sync::watch::Receiver<bool>,
+    pick: F,
+) -> EventStream
+where
+    T: Clone + Send + 'static,
+    F: FnMut(T) -> Option<Result<JobEvent>> + Send + 'static,
+{
+    use futures::StreamExt;
+    use tokio::sync::broadcast::error::RecvError;
+    futures::stream::unfold(
+        (rx, closed, pick),
+        |(mut rx, mut closed, mut pick)| async move {
+            loop {
+                let got = tokio::select! {
+                    r = rx.recv() => r,
+                    _ = closed.wait_for(|c| *c) => return None,
+                };
+                let item = match got {
+                    Ok(v) => match pick(v) {
+                        Some(item) => item,
+                        None => continue,
+                    },
+                    Err(RecvError::Lagged(n)) => Err(QueueError::Lagged(n)),
+                    Err(RecvError::Closed) => return None,
+                };
+                return Some((item, (rx, closed, pick)));
+            }
+        },
+    )
+    .boxed()
+}
+
 /// Opens the queue a URL names. An unknown scheme, or one not built into
 /// this binary, is an [`QueueError::InvalidUrl`].
 pub async fn open(url: &str) -> Result<Arc<dyn Queue>> {

@@ -33,6 +33,17 @@ pub fn cells() -> Vec<(u32, u16, Cell)> {
     ]
 }
 
+/// The text cells of [`cells`] in order: the shared-string table.
+fn texts() -> Vec<&'static str> {
+    cells()
+        .iter()
+        .filter_map(|(_, _, c)| match c {
+            Cell::Text(t) => Some(*t),
+            _ => None,
+        })
+        .collect()
+}
+
 fn biff(out: &mut Vec<u8>, typ: u16, data: &[u8]) {
     out.extend_from_slice(&typ.to_le_bytes());
     out.extend_from_slice(&(data.len() as u16).to_le_bytes());
@@ -54,13 +65,7 @@ fn bof(dt: u16) -> Vec<u8> {
 /// range A6:B6; `rows_claimed` overrides the row count its Dimensions
 /// record declares (a hostile file claims four billion).
 pub fn xls(rows_claimed: Option<u32>) -> Vec<u8> {
-    let strings: Vec<&str> = cells()
-        .iter()
-        .filter_map(|(_, _, c)| match c {
-            Cell::Text(t) => Some(*t),
-            _ => None,
-        })
-        .collect();
+    let strings = texts();
     // Workbook globals; the sheet's stream offset is patched in below.
     let mut g = Vec::new();
     biff(&mut g, 0x0809, &bof(0x0005));
@@ -196,13 +201,7 @@ pub fn xlsb(far_cell: bool) -> Vec<u8> {
     rec(&mut wb, 0x0090, &[]); // BrtEndBundleShs
     rec(&mut wb, 0x009D, &[0u8; 8]); // BrtCalcProp ends the defined names
 
-    let strings: Vec<&str> = cells()
-        .iter()
-        .filter_map(|(_, _, c)| match c {
-            Cell::Text(t) => Some(*t),
-            _ => None,
-        })
-        .collect();
+    let strings = texts();
     let mut sst = Vec::new();
     let mut head = Vec::new();
     head.extend_from_slice(&(strings.len() as u32).to_le_bytes());

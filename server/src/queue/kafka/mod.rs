@@ -43,7 +43,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
-use tokio::sync::{broadcast, watch, Notify};
+use tokio::sync::{watch, Notify};
 
 use self::feed::Feed;
 use self::view::View;
@@ -55,7 +55,7 @@ use super::model::{
     JobTypeStats, ListQuery, NewJob, WatchFilter,
 };
 use super::url::{QueueUrl, COMMON_PARAMS};
-use super::{ConsumeOptions, EventStream, LeaseStream, Queue};
+use super::{broadcast_watch, ConsumeOptions, EventStream, LeaseStream, Queue};
 
 /// Topic prefix when the URL names none.
 pub const DEFAULT_PREFIX: &str = "docproc";
@@ -630,25 +630,9 @@ impl Queue for KafkaQueue {
     async fn watch(&self, filter: WatchFilter) -> Result<EventStream> {
         let rx = self.inner.view.subscribe();
         let closed = self.inner.closed.subscribe();
-        let s = futures::stream::unfold(
-            (rx, closed, filter),
-            |(mut rx, mut closed, filter)| async move {
-                loop {
-                    let got = tokio::select! {
-                        r = rx.recv() => r,
-                        _ = closed.wait_for(|c| *c) => return None,
-                    };
-                    let item = match got {
-                        Ok(e) if filter.matches(&e) => Ok(e),
-                        Ok(_) => continue,
-                        Err(broadcast::error::RecvError::Lagged(n)) => Err(QueueError::Lagged(n)),
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    };
-                    return Some((item, (rx, closed, filter)));
-                }
-            },
-        );
-        Ok(s.boxed())
+        Ok(broadcast_watch(rx, closed, move |e| {
+            filter.matches(&e).then_some(Ok(e))
+        }))
     }
 
     async fn close(&self) {

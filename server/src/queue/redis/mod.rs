@@ -36,7 +36,7 @@ use super::model::{
     JobTypeStats, ListQuery, NewJob, Priority, WatchFilter,
 };
 use super::url::{QueueUrl, COMMON_PARAMS};
-use super::{ConsumeOptions, EventStream, LeaseStream, Queue};
+use super::{broadcast_watch, ConsumeOptions, EventStream, LeaseStream, Queue};
 
 /// Key prefix when the URL names none.
 pub const DEFAULT_PREFIX: &str = "docproc";
@@ -245,15 +245,13 @@ impl Inner {
             .map_err(map)?;
         let num = |i: usize| -> Result<u64> {
             v.get(i)
-                .and_then(|s| s.parse::<f64>().ok())
-                .map(|f| f as u64)
+                .and_then(|s| s.parse::<u64>().ok())
                 .ok_or_else(|| QueueError::Backend(format!("bad lease answer {v:?}")))
         };
         if v.first().is_none_or(String::is_empty) {
-            let wait = v.get(1).and_then(|s| s.parse::<f64>().ok()).unwrap_or(-1.0);
-            return Ok(Leased::Wait(
-                (wait >= 0.0).then(|| Duration::from_millis(wait as u64)),
-            ));
+            // -1 (or anything unreadable): nothing is scheduled.
+            let wait = v.get(1).and_then(|s| s.parse::<u64>().ok());
+            return Ok(Leased::Wait(wait.map(Duration::from_millis)));
         }
         if v.len() != 11 {
             return Err(QueueError::Backend(format!("bad lease answer {v:?}")));
@@ -539,30 +537,10 @@ impl Queue for RedisQueue {
             .map_err(map)?;
         let from = from.unwrap_or(0);
         let closed = self.inner.closed.subscribe();
-        let s = futures::stream::unfold(
-            (rx, closed, filter),
-            move |(mut rx, mut closed, filter)| async move {
-                loop {
-                    let got = tokio::select! {
-                        r = rx.recv() => r,
-                        _ = closed.wait_for(|c| *c) => return None,
-                    };
-                    let item = match got {
-                        Ok(Signal::Event(seq, e)) => {
-                            if seq <= from || !filter.matches(&e) {
-                                continue;
-                            }
-                            Ok((*e).clone())
-                        }
-                        Ok(Signal::Gap) => Err(QueueError::Lagged(0)),
-                        Err(broadcast::error::RecvError::Lagged(n)) => Err(QueueError::Lagged(n)),
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    };
-                    return Some((item, (rx, closed, filter)));
-                }
-            },
-        );
-        Ok(s.boxed())
+        Ok(broadcast_watch(rx, closed, move |sig| match sig {
+            Signal::Event(seq, e) => (seq > from && filter.matches(&e)).then(|| Ok((*e).clone())),
+            Signal::Gap => Some(Err(QueueError::Lagged(0))),
+        }))
     }
 
     async fn close(&self) {
