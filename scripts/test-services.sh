@@ -34,3 +34,14 @@ if ! redis_up; then
 	redis_up || { echo "services: redis-server did not start; see /tmp/docproc-redis/redis.log" >&2; exit 1; }
 fi
 echo "services: redis at $REDIS_URL answers"
+
+# The mail test's SMTP server: Python's aiosmtpd (started by the test itself
+# on a free loopback port, writing into a maildir the test reads).
+if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
+	command -v python3 >/dev/null 2>&1 || apt_install python3
+	python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+	echo "services: installing aiosmtpd (pip)"
+	python3 -m pip install --quiet --disable-pip-version-check aiosmtpd 2>/dev/null \
+		|| python3 -m pip install --quiet --disable-pip-version-check --break-system-packages aiosmtpd
+fi
+python3 -c 'import aiosmtpd' && echo "services: aiosmtpd is installed"

@@ -12,6 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/test-services.sh
+# Thousands of WebSocket connections in the tests and benchmarks.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 
 TANSU_VERSION=0.6.0

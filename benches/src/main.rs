@@ -4,13 +4,15 @@
 //! Environment: `BENCH_SCALE` (default 1.0) scales every message count;
 //! `BENCH_FLOW` sets the long-run message count (default 10,000,000);
 //! `BENCH_ONLY` (comma-separated: raw, redis, produce1, produce100, consume,
-//! latency, flow, recovery, jobs, http) runs a subset. The http workload
-//! needs the release `docproc` binary beside this one (`make bench` builds it).
+//! latency, flow, recovery, jobs, http, ws) runs a subset. The http and ws
+//! workloads need the release `docproc` binary beside this one (`make bench`
+//! builds it).
 
 mod http;
 mod jobs;
 mod peers;
 mod workloads;
+mod ws;
 
 use std::time::Duration;
 
@@ -104,6 +106,9 @@ fn main() -> anyhow::Result<()> {
         }
         if run("http") {
             print(http::all(scaled(500)).await?);
+        }
+        if run("ws") {
+            print(ws::all(scaled(10_000)).await?);
         }
         if run("flow") {
             print(workloads::flow(flow).await?);

@@ -171,7 +171,7 @@ impl pb::broker_server::Broker for BrokerService {
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
         let r = req.into_inner();
-        let message = self.broker.get(r.id, r.with_payload)?;
+        let message = self.broker.get_settled(r.id, r.with_payload).await?;
         Ok(Response::new(pb::GetResponse {
             message: Some(message),
         }))

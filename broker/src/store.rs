@@ -243,6 +243,26 @@ impl Store {
         }
     }
 
+    /// Resolves once every commit submitted before it has been written: a
+    /// reader that missed a change still in flight waits here and reads again.
+    pub(crate) fn barrier(&self) -> Durable {
+        let (done, rx) = oneshot::channel();
+        let guard = self.tx.lock();
+        match guard.as_ref() {
+            Some(tx) if !self.failed.load(Ordering::Acquire) => {
+                let marker = Pending {
+                    commit: Commit::default(),
+                    done: Some(done),
+                };
+                if tx.send(marker).is_err() {
+                    return Durable(Some(closed_receiver()));
+                }
+                Durable(Some(rx))
+            }
+            _ => Durable(Some(closed_receiver())),
+        }
+    }
+
     /// Subscribes to lifecycle events published after their commit.
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
@@ -433,6 +453,10 @@ impl Writer {
     }
 
     fn write(&self, group: &[Pending]) -> Result<()> {
+        if group.iter().all(|p| p.commit.ops.is_empty()) {
+            // Only barriers: everything before them is written already.
+            return Ok(());
+        }
         let ops = group.iter().flat_map(|p| &p.commit.ops);
         let wb = batch(&self.db, ops)?;
         let mut wo = WriteOptions::default();

@@ -133,3 +133,46 @@ async fn timer_driver_expires_leases_in_real_time() {
     assert_eq!((again[0].id, again[0].attempt), (id, 2));
     broker.close();
 }
+
+/// A reader polling a message while it is completed sees it live or
+/// completed, never "not found" (its final record is still being written
+/// when it leaves the live set).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_being_completed_is_never_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(BrokerConfig::with_dir(dir.path())).unwrap();
+    const N: usize = 300;
+    let msgs = (0..N)
+        .map(|i| pb::NewMessage {
+            queue: "q".into(),
+            payload: format!("{i}").into_bytes(),
+            ..Default::default()
+        })
+        .collect();
+    broker.produce(msgs).await.unwrap();
+    let deliveries = broker.lease("q", N, "w").await.unwrap();
+    assert_eq!(deliveries.len(), N);
+    for d in deliveries {
+        let reader = {
+            let b = broker.clone();
+            tokio::spawn(async move {
+                loop {
+                    let m = b.get_settled(d.id, false).await.expect("never NotFound");
+                    if m.state() == pb::State::Completed {
+                        return m.result;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        broker
+            .ack(d.id, d.lease_token, b"done".to_vec())
+            .await
+            .unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(10), reader)
+            .await
+            .expect("reader finished")
+            .unwrap();
+        assert_eq!(result, b"done");
+    }
+}

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::extract::Limits;
 use crate::llm::LlmConfig;
+use crate::notify::NotifyConfig;
 
 /// Job types the server publishes and its pools consume.
 pub mod job_types {
@@ -16,6 +17,10 @@ pub mod job_types {
     pub const PDF: &str = "pdf_processing";
     /// Analysis of an extracted result.
     pub const AI: &str = "ai_analysis";
+    /// One signed webhook POST (with its retries).
+    pub const WEBHOOK: &str = "webhook_delivery";
+    /// One completion mail.
+    pub const EMAIL: &str = "email_delivery";
 }
 
 /// Worker pool sizes per job type.
@@ -27,6 +32,23 @@ pub struct Pools {
     pub pdf: usize,
     /// Analysis workers.
     pub ai: usize,
+    /// Concurrent webhook deliveries.
+    pub webhook: usize,
+    /// Concurrent mails (0 unless SMTP is configured).
+    pub email: usize,
+}
+
+impl Default for Pools {
+    /// excel 2, pdf 2, ai 1, webhook 4, email 1.
+    fn default() -> Self {
+        Self {
+            excel: 2,
+            pdf: 2,
+            ai: 1,
+            webhook: 4,
+            email: 1,
+        }
+    }
 }
 
 impl Pools {
@@ -36,6 +58,8 @@ impl Pools {
             (job_types::EXCEL, self.excel),
             (job_types::PDF, self.pdf),
             (job_types::AI, self.ai),
+            (job_types::WEBHOOK, self.webhook),
+            (job_types::EMAIL, self.email),
         ]
         .into_iter()
         .filter(|(_, n)| *n > 0)
@@ -75,24 +99,22 @@ pub struct ServeConfig {
     /// OpenAI-compatible endpoint for analysis summaries; `None` keeps the
     /// built-in extractive summary.
     pub llm: Option<LlmConfig>,
+    /// WebSocket, webhook and mail settings.
+    pub notify: NotifyConfig,
 }
 
 impl Default for ServeConfig {
     /// `127.0.0.1:8080`, `./data`, the embedded queue, 100 MiB uploads,
-    /// pools excel 2 / pdf 2 / ai 1, 300 s job timeout, 3 retries, results
-    /// kept 7 days, 25 s shutdown grace, [`Limits::default`], built-in
-    /// summaries (no LLM endpoint).
+    /// [`Pools::default`], 300 s job timeout, 3 retries, results kept 7
+    /// days, 25 s shutdown grace, [`Limits::default`], built-in summaries
+    /// (no LLM endpoint), [`NotifyConfig::default`] (no mail).
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./data"),
             queue_url: None,
             max_upload_bytes: 100 * 1024 * 1024,
-            pools: Pools {
-                excel: 2,
-                pdf: 2,
-                ai: 1,
-            },
+            pools: Pools::default(),
             job_timeout: Duration::from_secs(300),
             max_retries: 3,
             heartbeat: None,
@@ -101,6 +123,7 @@ impl Default for ServeConfig {
             limits: Limits::default(),
             extractor: None,
             llm: None,
+            notify: NotifyConfig::default(),
         }
     }
 }
@@ -116,6 +139,11 @@ impl ServeConfig {
     /// Where uploads wait for their job.
     pub fn uploads_dir(&self) -> PathBuf {
         self.data_dir.join("uploads")
+    }
+
+    /// The webhook signing secret made when none is configured.
+    pub fn webhook_secret_file(&self) -> PathBuf {
+        self.data_dir.join("webhook-secret")
     }
 
     /// Where results are stored, one directory per job.

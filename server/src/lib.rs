@@ -9,6 +9,7 @@
 //! - [`worker`]: worker pools per job type; [`analysis`]: the built-in analysis.
 //! - [`extract`]: type detection, the spreadsheet and PDF readers, HTML pages,
 //!   and the sandbox that runs readers in a child process.
+//! - [`notify`]: WebSocket subscriptions, signed webhooks, completion mail.
 //! - [`results`]: the result store; [`config`]: settings; [`serve`]: wiring.
 
 pub mod analysis;
@@ -16,6 +17,7 @@ pub mod config;
 pub mod extract;
 pub mod http;
 pub mod llm;
+pub mod notify;
 pub mod queue;
 pub mod results;
 pub mod serve;

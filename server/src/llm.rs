@@ -91,9 +91,7 @@ impl Summarizer {
         } else {
             format!("{base}/chat/completions")
         };
-        // reqwest is built without a bundled crypto provider; ring is ours.
-        // Installing twice is harmless (the second attempt reports an error).
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_crypto();
         let client = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
@@ -174,6 +172,12 @@ impl Summarizer {
 }
 
 /// `e` with its sources, which is where reqwest puts the useful part.
+/// reqwest is built without a bundled crypto provider; ring is ours.
+/// Installing twice is harmless (the second attempt reports an error).
+pub(crate) fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();

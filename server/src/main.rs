@@ -1,6 +1,7 @@
 //! The `docproc` binary: the processing server, its workers, and the broker.
 
 mod broker_cmd;
+mod notify_args;
 mod serve_cmd;
 
 use clap::{Parser, Subcommand};

@@ -56,6 +56,30 @@ impl ResultStore {
         tokio::fs::read(dir.join(name)).await
     }
 
+    /// Writes a small JSON record next to a job's results (webhook and
+    /// mail delivery records), atomically.
+    pub async fn write_meta(
+        &self,
+        id: &JobId,
+        name: &str,
+        value: &serde_json::Value,
+    ) -> std::io::Result<()> {
+        let dir = self
+            .dir(id)
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "bad job id"))?;
+        tokio::fs::create_dir_all(&dir).await?;
+        let tmp = dir.join(format!(".{name}.{:08x}.tmp", rand::random::<u32>()));
+        tokio::fs::write(&tmp, serde_json::to_vec(value).unwrap_or_default()).await?;
+        tokio::fs::rename(&tmp, dir.join(name)).await
+    }
+
+    /// Reads a record [`write_meta`](Self::write_meta) wrote; `None` when
+    /// there is none (or it cannot be read).
+    pub async fn read_meta(&self, id: &JobId, name: &str) -> Option<serde_json::Value> {
+        let bytes = tokio::fs::read(self.dir(id)?.join(name)).await.ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
     /// Removes a job's results.
     pub async fn remove(&self, id: &JobId) {
         if let Some(dir) = self.dir(id) {

@@ -12,6 +12,8 @@ use tokio::sync::watch;
 use crate::config::ServeConfig;
 use crate::extract::sandbox::Sandbox;
 use crate::http::{app, AppState};
+use crate::notify::webhook::load_or_create_secret;
+use crate::notify::{self, Hub, Notifier, NotifyError};
 use crate::queue::{self, QueueError};
 use crate::results::ResultStore;
 use crate::worker::{self, WorkerContext};
@@ -28,6 +30,9 @@ pub enum ServeError {
     /// The LLM endpoint settings cannot work.
     #[error("{0}")]
     Llm(#[from] crate::llm::LlmError),
+    /// The notification settings cannot work.
+    #[error("notifications: {0}")]
+    Notify(#[from] NotifyError),
 }
 
 /// How often old results are looked for.
@@ -46,13 +51,37 @@ fn sandbox(cfg: &ServeConfig) -> std::io::Result<Sandbox> {
     Ok(s)
 }
 
+fn notifier(
+    cfg: &ServeConfig,
+    queue: Arc<dyn crate::queue::Queue>,
+    results: ResultStore,
+) -> Result<Arc<Notifier>, ServeError> {
+    std::fs::create_dir_all(&cfg.data_dir)?;
+    let secret = load_or_create_secret(
+        cfg.notify.webhook.secret.as_deref(),
+        &cfg.webhook_secret_file(),
+    )?;
+    Ok(Arc::new(Notifier::new(
+        &cfg.notify,
+        &secret,
+        results,
+        queue,
+    )?))
+}
+
 fn workers(
     cfg: &ServeConfig,
     queue: Arc<dyn crate::queue::Queue>,
     results: ResultStore,
+    notifier: Arc<Notifier>,
 ) -> Result<WorkerContext, ServeError> {
-    let mut ctx = WorkerContext::new(queue, results, sandbox(cfg)?, &cfg.pools.sizes());
+    let mut pools = cfg.pools.clone();
+    if cfg.notify.email.is_none() {
+        pools.email = 0;
+    }
+    let mut ctx = WorkerContext::new(queue, results, sandbox(cfg)?, &pools.sizes());
     ctx.heartbeat = cfg.heartbeat;
+    ctx.notifier = Some(notifier);
     if let Some(llm) = &cfg.llm {
         ctx.summarizer = Some(crate::llm::Summarizer::new(llm.clone())?);
         tracing::info!(url = %llm.url, model = %llm.model, "analysis summaries from an LLM endpoint");
@@ -70,9 +99,23 @@ pub async fn serve(
     let queue = queue::open(&cfg.queue_url()).await?;
     let results = ResultStore::open(cfg.results_dir())?;
     tokio::fs::create_dir_all(cfg.uploads_dir()).await?;
-    let ctx = Arc::new(workers(&cfg, queue.clone(), results.clone())?);
+    let notifier = notifier(&cfg, queue.clone(), results.clone())?;
+    let ctx = Arc::new(workers(
+        &cfg,
+        queue.clone(),
+        results.clone(),
+        notifier.clone(),
+    )?);
     let (stop, stopped) = watch::channel(false);
     let mut workers = worker::start(ctx.clone(), stopped.clone());
+    let hub = Hub::new(queue.clone(), cfg.notify.hub.clone());
+    let hub_task = tokio::spawn(hub.clone().run(stopped.clone()));
+    let expired = tokio::spawn(notify::watch_expired(
+        queue.clone(),
+        notifier.clone(),
+        stopped.clone(),
+    ));
+    let (closing_tx, closing) = watch::channel(false);
     let sweeper = tokio::spawn(sweep(
         results.clone(),
         cfg.uploads_dir(),
@@ -84,6 +127,9 @@ pub async fn serve(
         results,
         config: cfg.clone(),
         workers: Some(ctx),
+        hub,
+        notifier,
+        closing,
     };
     tracing::info!(
         listen = %listener.local_addr()?,
@@ -91,12 +137,19 @@ pub async fn serve(
         data_dir = %cfg.data_dir.display(),
         "docproc serve ready"
     );
+    let shutdown = async move {
+        shutdown.await;
+        // WebSocket connections close (1001) so the server can finish.
+        closing_tx.send_replace(true);
+    };
     let served = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await;
     stop.send_replace(true);
     drain(&mut workers, cfg.shutdown_grace).await;
     let _ = sweeper.await;
+    let _ = hub_task.await;
+    let _ = expired.await;
     queue.close().await;
     served?;
     Ok(())
@@ -109,7 +162,8 @@ pub async fn work(
 ) -> Result<(), ServeError> {
     let queue = queue::open(&cfg.queue_url()).await?;
     let results = ResultStore::open(cfg.results_dir())?;
-    let ctx = Arc::new(workers(&cfg, queue.clone(), results)?);
+    let notifier = notifier(&cfg, queue.clone(), results.clone())?;
+    let ctx = Arc::new(workers(&cfg, queue.clone(), results, notifier)?);
     let (stop, stopped) = watch::channel(false);
     let mut workers = worker::start(ctx, stopped);
     tracing::info!(queue = %queue.backend(), pools = ?cfg.pools, "docproc worker ready");

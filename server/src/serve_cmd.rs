@@ -60,6 +60,8 @@ pub(crate) struct JobArgs {
     /// The program run as the extractor instead of this binary (tests).
     #[arg(long, hide = true)]
     extractor: Option<PathBuf>,
+    #[command(flatten)]
+    notify: crate::notify_args::NotifyArgs,
 }
 
 impl JobArgs {
@@ -121,6 +123,10 @@ impl JobArgs {
                 llm.timeout = Duration::from_secs(t);
             }
             c.llm = Some(llm);
+        }
+        self.notify.apply(&mut c.notify)?;
+        if let Some(n) = self.notify.webhook_workers {
+            c.pools.webhook = n;
         }
         Ok(c)
     }

@@ -20,6 +20,7 @@ use crate::config::job_types;
 use crate::extract::sandbox::Sandbox;
 use crate::extract::Format;
 use crate::llm::Summarizer;
+use crate::notify::{Notifier, Targets};
 use crate::queue::{
     Completion, ConsumeOptions, JobId, JobStatus, Lease, NewJob, Queue, QueueError,
 };
@@ -40,6 +41,9 @@ pub struct ExtractPayload {
     /// Where to send the completion webhook.
     #[serde(default)]
     pub callback_url: Option<String>,
+    /// Who gets the completion mail.
+    #[serde(default)]
+    pub email: Option<String>,
 }
 
 /// Busy and total workers of one pool.
@@ -65,6 +69,8 @@ pub struct WorkerContext {
     pub heartbeat: Option<Duration>,
     /// Writes analysis summaries, when an endpoint is configured.
     pub summarizer: Option<Summarizer>,
+    /// Sends webhooks and mail (and runs their delivery jobs).
+    pub notifier: Option<Arc<Notifier>>,
 }
 
 impl std::fmt::Debug for WorkerContext {
@@ -98,6 +104,7 @@ impl WorkerContext {
             gauges,
             heartbeat: None,
             summarizer: None,
+            notifier: None,
         }
     }
 
@@ -193,6 +200,7 @@ async fn handle(ctx: &WorkerContext, lease: Lease) {
         match lease.job().job_type.as_str() {
             job_types::EXCEL | job_types::PDF => extract_job(ctx, lease).await,
             job_types::AI => crate::analysis::run_job(ctx, lease).await,
+            job_types::WEBHOOK | job_types::EMAIL => notification_job(ctx, lease).await,
             other => {
                 let msg = format!("no handler for job type {other}");
                 settle(None, lease.fail_permanently(&msg).await).await;
@@ -277,10 +285,17 @@ async fn extract_job(ctx: &WorkerContext, mut lease: Lease) {
     };
     // Dropping the extraction kills its process (when cancelled).
     drop(run);
+    let targets = Targets {
+        callback_url: payload.callback_url.clone(),
+        email: payload.email.clone(),
+    };
     match outcome {
         None => {
             ctx.results.remove(&job.job_id).await;
-            settle(Some(&payload.file), lease.fail("cancelled").await).await;
+            let notes = announce(ctx, &job, &targets).await;
+            let status = lease.fail("cancelled").await;
+            confirm(ctx, &job, &targets, &notes, &status, true).await;
+            settle(Some(&payload.file), status).await;
         }
         Some(Ok(summary)) => {
             let result = json!({
@@ -295,7 +310,11 @@ async fn extract_job(ctx: &WorkerContext, mut lease: Lease) {
                 true => queue_analysis(ctx, &job).await,
                 false => None,
             };
+            let notes = announce(ctx, &job, &targets).await;
             let completed = lease.complete(result).await;
+            if completed.is_err() {
+                withdraw(ctx, &notes).await;
+            }
             if !matches!(completed, Ok(Completion::Completed)) {
                 if let Some(a) = analysis {
                     if let Err(e) = ctx.queue.cancel(&a).await {
@@ -316,16 +335,71 @@ async fn extract_job(ctx: &WorkerContext, mut lease: Lease) {
         }
         Some(Err(e)) => {
             tracing::info!(error = %e, "extraction failed");
+            // Announced when this failure is the last one.
+            let last = e.is_permanent() || lease.attempt() > job.max_retries;
+            let notes = match last {
+                true => announce(ctx, &job, &targets).await,
+                false => Vec::new(),
+            };
             let status = if e.is_permanent() {
                 lease.fail_permanently(&e.to_string()).await
             } else {
                 lease.fail(&e.to_string()).await
             };
+            confirm(ctx, &job, &targets, &notes, &status, last).await;
             if e.is_permanent() {
                 ctx.results.remove(&job.job_id).await;
             }
             settle(Some(&payload.file), status).await;
         }
+    }
+}
+
+/// Queues the webhook and mail of a job about to finish.
+async fn announce(ctx: &WorkerContext, job: &crate::queue::Job, targets: &Targets) -> Vec<JobId> {
+    match (&ctx.notifier, targets.is_empty()) {
+        (Some(n), false) => n.announce(ctx.queue.as_ref(), job, targets).await,
+        _ => Vec::new(),
+    }
+}
+
+async fn withdraw(ctx: &WorkerContext, notes: &[JobId]) {
+    if let Some(n) = &ctx.notifier {
+        n.withdraw(ctx.queue.as_ref(), notes).await;
+    }
+}
+
+/// After a failure was recorded: withdraws notifications announced for a
+/// final state that did not come, or announces a final state that came
+/// unannounced (a cancel met the failure).
+async fn confirm(
+    ctx: &WorkerContext,
+    job: &crate::queue::Job,
+    targets: &Targets,
+    notes: &[JobId],
+    status: &Result<JobStatus, QueueError>,
+    announced: bool,
+) {
+    let is_final = matches!(status, Ok(s) if s.is_final());
+    if announced && !is_final {
+        withdraw(ctx, notes).await;
+    } else if !announced && is_final {
+        announce(ctx, job, targets).await;
+    }
+}
+
+async fn notification_job(ctx: &WorkerContext, lease: Lease) {
+    let Some(n) = &ctx.notifier else {
+        let msg = "this worker has no notification settings";
+        let _ = lease.fail(msg).await;
+        return;
+    };
+    if lease.job().job_type == job_types::WEBHOOK {
+        n.webhooks.run_job(lease).await;
+    } else if let Some(m) = &n.mailer {
+        m.run_job(lease).await;
+    } else {
+        let _ = lease.fail("no SMTP server is configured here").await;
     }
 }
 

@@ -31,6 +31,7 @@ async fn a_worker_process_on_a_remote_broker_runs_jobs_in_priority_order() {
             excel: 0,
             pdf: 0,
             ai: 0,
+            ..Pools::default()
         };
     })
     .await;

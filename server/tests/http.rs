@@ -216,6 +216,7 @@ async fn errors_are_json_with_the_right_status() {
             excel: 0,
             pdf: 0,
             ai: 0,
+            ..Pools::default()
         };
     })
     .await;
@@ -371,6 +372,7 @@ async fn jobs_are_listed_with_filters_and_pages() {
             excel: 0,
             pdf: 0,
             ai: 0,
+            ..Pools::default()
         }
     })
     .await;

@@ -46,6 +46,7 @@ async fn survives_a_killed_worker(url: String) {
             excel: 0,
             pdf: 0,
             ai: 0,
+            ..Pools::default()
         };
     })
     .await;

@@ -356,7 +356,21 @@ impl Broker {
         Ok(state)
     }
 
-    /// The full record of a message, live or retained.
+    /// [`get`](Self::get) for readers running beside writers: a message
+    /// whose final state is still being written (it has left the live set
+    /// but is not on disk yet) is read once that write lands, instead of
+    /// answering `NotFound` for a message that exists.
+    pub async fn get_settled(&self, id: u64, with_payload: bool) -> Result<Message> {
+        match self.get(id, with_payload) {
+            Err(Error::NotFound(_)) => {
+                self.inner.store.barrier().wait().await?;
+                self.get(id, with_payload)
+            }
+            other => other,
+        }
+    }
+
+    /// The full record of a message, live or retained, as stored now.
     pub fn get(&self, id: u64, with_payload: bool) -> Result<Message> {
         let live = self.inner.state.lock().jobs.get(&id).cloned();
         let s = match live {

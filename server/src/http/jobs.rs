@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{rfc3339, ApiError, AppState};
+use crate::notify::{email, webhook, Targets};
 use crate::queue::{CancelOutcome, JobId, JobRecord, JobStatus, ListQuery};
 use crate::results::Artifact;
 use crate::worker::ExtractPayload;
@@ -49,7 +50,25 @@ async fn status(
 ) -> Result<Json<Value>, ApiError> {
     let Path(id) = id?;
     let r = st.queue.get(&JobId(id)).await?;
-    Ok(Json(status_body(&r)))
+    let mut body = status_body(&r);
+    let targets = Targets::of(&r.job.payload);
+    if let Some(url) = &targets.callback_url {
+        body["webhook"] = match st
+            .results
+            .read_meta(&r.job.job_id, webhook::STATE_FILE)
+            .await
+        {
+            Some(v) => v,
+            None => json!({ "url": url, "state": "not_sent", "attempts": 0 }),
+        };
+    }
+    if let Some(to) = &targets.email {
+        body["email"] = match st.results.read_meta(&r.job.job_id, email::STATE_FILE).await {
+            Some(v) => v,
+            None => json!({ "to": to, "state": "not_sent", "attempts": 0 }),
+        };
+    }
+    Ok(Json(body))
 }
 
 async fn completed(st: &AppState, id: String, what: Artifact) -> Result<Vec<u8>, ApiError> {
@@ -111,7 +130,14 @@ async fn cancel(
     let record = st.queue.get(&id).await?;
     let (status, message) = match st.queue.cancel(&id).await? {
         CancelOutcome::Cancelled => {
-            // No worker will see it: its upload goes now.
+            // No worker will see it: its notifications go from here, and
+            // its upload goes now.
+            let targets = Targets::of(&record.job.payload);
+            if !targets.is_empty() {
+                st.notifier
+                    .announce(st.queue.as_ref(), &record.job, &targets)
+                    .await;
+            }
             if let Ok(p) = serde_json::from_value::<ExtractPayload>(record.job.payload) {
                 if p.file.starts_with(st.config.uploads_dir()) {
                     let _ = tokio::fs::remove_file(&p.file).await;

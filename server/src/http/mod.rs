@@ -14,6 +14,8 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::config::ServeConfig;
+use crate::notify::ws::WsState;
+use crate::notify::{Hub, Notifier};
 use crate::queue::{Queue, QueueError};
 use crate::results::ResultStore;
 use crate::worker::WorkerContext;
@@ -29,6 +31,22 @@ pub struct AppState {
     pub config: Arc<ServeConfig>,
     /// The local worker pools, when this process runs them (for stats).
     pub workers: Option<Arc<WorkerContext>>,
+    /// Status events for WebSocket subscribers.
+    pub hub: Hub,
+    /// Webhook and mail senders.
+    pub notifier: Arc<Notifier>,
+    /// Turns true when the server starts shutting down (WebSockets close).
+    pub closing: tokio::sync::watch::Receiver<bool>,
+}
+
+impl axum::extract::FromRef<AppState> for WsState {
+    fn from_ref(st: &AppState) -> Self {
+        WsState {
+            hub: st.hub.clone(),
+            cfg: Arc::new(st.config.notify.ws.clone()),
+            closing: st.closing.clone(),
+        }
+    }
 }
 
 /// The whole API as a router (tests call it without a socket).
@@ -37,6 +55,7 @@ pub fn app(state: AppState) -> Router {
         .merge(upload::router(state.config.max_upload_bytes))
         .merge(jobs::router())
         .merge(stats::router())
+        .route("/api/ws", axum::routing::get(crate::notify::ws::handler))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(state)
 }

@@ -18,5 +18,6 @@ async fn stats(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
         "backend": st.queue.backend(),
         "job_types": types,
         "workers": st.workers.as_ref().map(|w| w.utilisation()),
+        "websocket": st.hub.stats(),
     })))
 }

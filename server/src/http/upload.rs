@@ -18,7 +18,7 @@ use crate::extract::{detect, Format};
 use crate::queue::{NewJob, Priority};
 use crate::worker::ExtractPayload;
 
-/// Longest accepted text field (priority, callback_url, analyze).
+/// Longest accepted text field (priority, callback_url, email, analyze, correlation_id).
 const MAX_FIELD: usize = 4096;
 
 pub(super) fn router(max_upload: u64) -> Router<AppState> {
@@ -92,6 +92,7 @@ async fn upload(
         .map_err(ApiError::internal)?;
     let mut spool: Option<(Spool, String)> = None;
     let (mut priority, mut callback_url, mut analyze) = (Priority::Normal, None, false);
+    let (mut email, mut correlation_id) = (None::<String>, None::<String>);
     while let Some(mut field) = multipart
         .next_field()
         .await
@@ -147,6 +148,17 @@ async fn upload(
                     }
                     "callback_url" if !value.is_empty() => callback_url = Some(value),
                     "callback_url" => {}
+                    "email" if !value.is_empty() => email = Some(value),
+                    "email" => {}
+                    "correlation_id" if !value.is_empty() => {
+                        if value.len() > 128 || value.chars().any(char::is_control) {
+                            return Err(ApiError::bad_request(
+                                "correlation_id is 1 to 128 printable characters",
+                            ));
+                        }
+                        correlation_id = Some(value)
+                    }
+                    "correlation_id" => {}
                     "analyze" => {
                         analyze = match value.to_ascii_lowercase().as_str() {
                             "true" | "1" | "yes" | "on" => true,
@@ -166,6 +178,25 @@ async fn upload(
             "the multipart field \"file\" is missing",
         ));
     };
+    if let Some(url) = &callback_url {
+        st.notifier.webhooks.guard().check(url).await.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_callback_url",
+                e.to_string(),
+            )
+        })?;
+    }
+    if let Some(to) = &email {
+        if st.notifier.mailer.is_none() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "email_not_configured",
+                "this server has no SMTP server configured; leave out the email field",
+            ));
+        }
+        crate::notify::email::validate_address(to).map_err(ApiError::bad_request)?;
+    }
     let path = spool.path.clone();
     let format = tokio::task::spawn_blocking(move || detect(&path))
         .await
@@ -189,7 +220,10 @@ async fn upload(
         title,
         analyze,
         callback_url,
+        email,
     };
+    let correlation_id =
+        correlation_id.unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
     let job = NewJob::new(
         job_type,
         serde_json::to_value(&payload).map_err(ApiError::internal)?,
@@ -197,8 +231,9 @@ async fn upload(
     .priority(priority)
     .max_retries(st.config.max_retries)
     .timeout(st.config.job_timeout)
-    .correlation_id(format!("{:032x}", rand::random::<u128>()));
+    .correlation_id(correlation_id.clone());
     let id = st.queue.publish_one(job).await?;
+    st.hub.remember(&id, Some(&correlation_id));
     spool.keep = true;
     Ok((
         StatusCode::ACCEPTED,
@@ -208,7 +243,9 @@ async fn upload(
             "job_type": job_type,
             "format": format,
             "message": format!("{} file queued for processing", format.as_str()),
+            "correlation_id": correlation_id,
             "polling_url": format!("/api/job/{id}/status"),
+            "ws_url": format!("/api/ws?job_id={id}"),
         })),
     ))
 }

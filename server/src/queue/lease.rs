@@ -147,6 +147,15 @@ impl Lease {
         self.ops.fail(error, Some(delay)).await
     }
 
+    /// Fails this attempt and asks for the retry after `delay` instead of
+    /// the backoff (a receiver's `Retry-After`, say); failed with `error`
+    /// when no retries are left.
+    pub async fn fail_after(self, error: &str, delay: Duration) -> Result<JobStatus> {
+        self.ops
+            .fail(error, Some(delay.max(Duration::from_millis(1))))
+            .await
+    }
+
     /// Fails the job for good, whatever retries it has left (for input that
     /// can never succeed, such as an encrypted or damaged file).
     pub async fn fail_permanently(self, error: &str) -> Result<JobStatus> {

@@ -91,7 +91,7 @@ impl BrokerApi for Embedded {
     }
 
     async fn get(&self, id: u64) -> Result<pb::Message> {
-        self.broker.get(id, true).map_err(map)
+        self.broker.get_settled(id, true).await.map_err(map)
     }
 
     async fn cancel(&self, id: u64) -> Result<pb::State> {

@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod legacy;
+pub mod ws;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -92,6 +93,7 @@ pub fn config(dir: &std::path::Path) -> ServeConfig {
             excel: 2,
             pdf: 1,
             ai: 1,
+            ..Pools::default()
         },
         ..ServeConfig::default()
     }
@@ -99,7 +101,11 @@ pub fn config(dir: &std::path::Path) -> ServeConfig {
 
 impl TestServer {
     pub async fn start(edit: impl FnOnce(&mut ServeConfig)) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(tempfile::tempdir().expect("tempdir"), edit).await
+    }
+
+    /// A server on an existing data directory (a restart).
+    pub async fn start_in(dir: tempfile::TempDir, edit: impl FnOnce(&mut ServeConfig)) -> Self {
         let mut cfg = config(dir.path());
         edit(&mut cfg);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -122,13 +128,20 @@ impl TestServer {
         }
     }
 
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
+        let _ = self.stop_keep().await;
+    }
+
+    /// Stops the server and hands back its data directory.
+    pub async fn stop_keep(mut self) -> tempfile::TempDir {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
         if let Some(t) = self.task.take() {
             let _ = t.await;
         }
+        let placeholder = tempfile::tempdir().expect("tempdir");
+        std::mem::replace(&mut self.dir, placeholder)
     }
 
     pub async fn get(&self, path: &str) -> Response {
