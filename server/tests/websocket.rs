@@ -293,3 +293,86 @@ async fn a_thousand_subscribers_each_get_their_own_events_and_nothing_else() {
     assert_eq!(stats["websocket"]["slow_disconnects"], 0, "{stats}");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_disconnected() {
+    let broker_dir = tempfile::tempdir().unwrap();
+    let broker = broker_process(broker_dir.path(), &[]);
+    let queue_url = broker.url.clone();
+    let s = TestServer::start(move |c| {
+        c.queue_url = Some(queue_url);
+        c.pools = no_local_workers();
+        c.notify.hub.conn_buffer = 256;
+        c.notify.ws.send_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let mut slow = Ws::connect(s.addr, "?all=true").await;
+    assert_eq!(slow.next(10).await["type"], "subscribed");
+    let mut fine = Ws::connect(s.addr, "?all=true").await;
+    assert_eq!(fine.next(10).await["type"], "subscribed");
+    let reader = tokio::spawn(async move {
+        let mut n = 0u64;
+        while let Ok(Some(_)) = fine.try_next(Duration::from_secs(5)).await {
+            n += 1;
+        }
+        n
+    });
+    // The slow client reads nothing while large `completed` frames (64 KiB
+    // results) pile up behind it.
+    let q = queue::open(&broker.url).await.unwrap();
+    let mut leases = q
+        .consume(
+            &["flood".into()],
+            ConsumeOptions {
+                prefetch: 50,
+                ..ConsumeOptions::worker("flood")
+            },
+        )
+        .await
+        .unwrap();
+    let pad = "x".repeat(64 * 1024);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut published = 0u64;
+    loop {
+        let jobs: Vec<NewJob> = (0..50)
+            .map(|i| NewJob::new("flood", json!({ "i": i })))
+            .collect();
+        q.publish(jobs).await.unwrap();
+        for _ in 0..50 {
+            let lease = leases.next().await.unwrap().unwrap();
+            lease.complete(json!({ "pad": pad })).await.unwrap();
+        }
+        // queued, processing, completed
+        published += 150;
+        let st = s.get("/api/queue/stats").await.json();
+        if st["websocket"]["slow_disconnects"] == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never disconnected: {st}"
+        );
+    }
+    // It gets what was already on its way, then the close (1008) or the end.
+    let mut got = 0u64;
+    let end = loop {
+        match slow.try_next(Duration::from_secs(30)).await {
+            Ok(Some(_)) => got += 1,
+            Ok(None) => panic!("neither closed nor ended"),
+            Err(c) => break c,
+        }
+    };
+    if let Closed::Frame(Some(f)) = &end {
+        assert_eq!(u16::from(f.code), 1008, "{f:?}");
+    }
+    assert!(
+        got < published,
+        "{got} of {published} frames: it was cut off"
+    );
+    let fine_frames = reader.await.unwrap();
+    assert!(
+        fine_frames >= published,
+        "the reading client got {fine_frames} of {published}"
+    );
+    s.stop().await;
+}

@@ -418,4 +418,56 @@ mod tests {
             Err(SsrfError::Unresolvable(_))
         ));
     }
+
+    #[tokio::test]
+    async fn the_http_client_refuses_at_connect_time() {
+        // What a name resolves to when the request is made is what counts
+        // (DNS rebinding): the client's resolver is the guard.
+        crate::llm::install_crypto();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let client = reqwest::Client::builder()
+            .dns_resolver(Guard::default())
+            .no_proxy()
+            .build()
+            .unwrap();
+        let err = client
+            .get(format!("http://localhost:{port}/"))
+            .send()
+            .await
+            .unwrap_err();
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+        let mut refused = false;
+        while let Some(s) = source {
+            refused |= s.downcast_ref::<SsrfError>().is_some();
+            source = s.source();
+        }
+        assert!(refused, "{err:?}");
+        let allowed = reqwest::Client::builder()
+            .dns_resolver(Guard::new(Allowlist::parse(&["localhost"]).unwrap()))
+            .no_proxy()
+            .build()
+            .unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut buf = vec![0u8; 4096];
+            let mut seen = Vec::new();
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                seen.extend_from_slice(&buf[..n]);
+            }
+            let _ = s
+                .write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
+                .await;
+        });
+        let r = allowed
+            .get(format!("http://localhost:{port}/"))
+            .send()
+            .await;
+        assert_eq!(r.unwrap().status(), 204);
+    }
 }
