@@ -27,7 +27,7 @@ test: bootstrap
 
 ## Throughput and latency benchmarks (release build); prints one table.
 bench: bootstrap
-	$(CARGO) build --release -p docproc-server --bin docproc
+	$(CARGO) build --release -p docproc-server --bin docproc -p docproc-benches --bin broker-bench --features docproc-benches/kafka
 	scripts/with-services.sh $(CARGO) run --release -p docproc-benches --bin broker-bench --features docproc-benches/kafka
 
 ## Lints as CI expects them.

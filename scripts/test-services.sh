@@ -3,6 +3,7 @@
 # what is missing. Run by `make test`; safe to run again.
 #   Redis at $REDIS_URL (default redis://127.0.0.1:6379): started locally
 #   (no persistence, like the test machines' own) when it does not answer.
+#   Python's aiosmtpd (pip): the SMTP server the mail test starts.
 set -euo pipefail
 
 REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"

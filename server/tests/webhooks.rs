@@ -57,18 +57,21 @@ impl Hit {
     }
 }
 
+/// Answers per path: status and `Retry-After`.
+type Script = Arc<Mutex<HashMap<String, Vec<(u16, Option<&'static str>)>>>>;
+
 /// A receiver answering each path from a script (then 200), recording hits.
 #[derive(Clone)]
 struct Receiver {
     addr: SocketAddr,
     hits: Arc<Mutex<HashMap<String, Vec<Hit>>>>,
-    script: Arc<Mutex<HashMap<String, Vec<(u16, Option<&'static str>)>>>>,
+    script: Script,
 }
 
 impl Receiver {
     async fn start() -> Self {
         let hits: Arc<Mutex<HashMap<String, Vec<Hit>>>> = Arc::default();
-        let script: Arc<Mutex<HashMap<String, Vec<(u16, Option<&'static str>)>>>> = Arc::default();
+        let script: Script = Arc::default();
         let (h, sc) = (hits.clone(), script.clone());
         let app = axum::Router::new().route(
             "/{path}",
