@@ -310,10 +310,13 @@ async fn a_client_that_stops_reading_is_disconnected() {
     assert_eq!(slow.next(10).await["type"], "subscribed");
     let mut fine = Ws::connect(s.addr, "?all=true").await;
     assert_eq!(fine.next(10).await["type"], "subscribed");
+    let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = read.clone();
     let reader = tokio::spawn(async move {
         let mut n = 0u64;
         while let Ok(Some(_)) = fine.try_next(Duration::from_secs(5)).await {
             n += 1;
+            counter.store(n, std::sync::atomic::Ordering::Relaxed);
         }
         n
     });
@@ -344,6 +347,16 @@ async fn a_client_that_stops_reading_is_disconnected() {
         }
         // queued, processing, completed
         published += 150;
+        // The reading client keeps up (each batch fits its queue); the
+        // other one's socket and queue fill batch after batch.
+        let caught_up = std::time::Instant::now() + Duration::from_secs(30);
+        while read.load(std::sync::atomic::Ordering::Relaxed) < published {
+            assert!(
+                std::time::Instant::now() < caught_up,
+                "the reading client fell behind"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let st = s.get("/api/queue/stats").await.json();
         if st["websocket"]["slow_disconnects"] == 1 {
             break;
