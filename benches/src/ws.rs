@@ -96,6 +96,7 @@ pub(crate) async fn all(subscribers: u64) -> anyhow::Result<Vec<Row>> {
         .await;
     let tasks: Vec<_> = connected.into_iter().collect::<anyhow::Result<_>>()?;
     let connect_time = connect_started.elapsed();
+    settle(addr).await?;
     let rss = rss_kib(server.0.id());
 
     let mut leases = q
@@ -238,6 +239,41 @@ async fn wait_arrivals(
         .filter_map(|(k, t0)| a.get(k).map(|t1| t1.saturating_duration_since(*t0)))
         .collect();
     Ok((last.saturating_duration_since(first), lat))
+}
+
+/// Waits until the server's hub has taken every event so far (its last
+/// event id stops moving), so measurements do not include the backlog of
+/// the publish and the subscriptions.
+async fn settle(addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    let mut last = None;
+    for _ in 0..600 {
+        let id = last_event_id(addr).await?;
+        if last == Some(id) {
+            return Ok(());
+        }
+        last = Some(id);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    anyhow::bail!("the hub never settled")
+}
+
+async fn last_event_id(addr: std::net::SocketAddr) -> anyhow::Result<u64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let head =
+        format!("GET /api/queue/stats HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(head.as_bytes()).await?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await?;
+    let body = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| &raw[p + 4..])
+        .ok_or_else(|| anyhow::anyhow!("no response"))?;
+    let v: serde_json::Value = serde_json::from_slice(body)?;
+    v["websocket"]["last_event_id"]
+        .as_u64()
+        .ok_or_else(|| anyhow::anyhow!("no last_event_id in {v}"))
 }
 
 fn rss_kib(pid: u32) -> u64 {

@@ -99,6 +99,9 @@ enum Command {
     Ping,
 }
 
+/// Initial read buffer of a connection (client messages are small).
+const READ_BUFFER: usize = 4096;
+
 /// Longest job or correlation id accepted.
 const MAX_ID: usize = 128;
 
@@ -164,8 +167,12 @@ pub async fn handler(
         Err(e) => Some(Err(e.body_text())),
     };
     let max = st.cfg.max_message;
+    // Small buffers: tungstenite's default 128 KiB read buffer per
+    // connection would be 1.3 GiB at 10,000 subscribers.
     ws.max_message_size(max)
         .max_frame_size(max)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| async move {
             let mut conn = Conn::new(st, socket);
             conn.run(initial).await;
