@@ -33,6 +33,23 @@ fn no_local_workers() -> Pools {
     }
 }
 
+/// A `docproc broker` process and a server on it with no local workers
+/// (the test, or a worker process, runs the jobs).
+async fn on_remote_broker(
+    edit: impl FnOnce(&mut docproc_server::config::ServeConfig) + Send + 'static,
+) -> (tempfile::TempDir, common::BrokerProcess, TestServer) {
+    let broker_dir = tempfile::tempdir().unwrap();
+    let broker = broker_process(broker_dir.path(), &[]);
+    let queue_url = broker.url.clone();
+    let s = TestServer::start(move |c| {
+        c.queue_url = Some(queue_url);
+        c.pools = no_local_workers();
+        edit(c);
+    })
+    .await;
+    (broker_dir, broker, s)
+}
+
 /// Statuses of the frames that are not progress updates.
 fn statuses(frames: &[serde_json::Value]) -> Vec<String> {
     frames
@@ -44,15 +61,8 @@ fn statuses(frames: &[serde_json::Value]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_sees_a_job_run_by_a_worker_in_another_process() {
-    let broker_dir = tempfile::tempdir().unwrap();
-    let broker = broker_process(broker_dir.path(), &[]);
+    let (_dir, broker, s) = on_remote_broker(|_| {}).await;
     let url = broker.url.clone();
-    let queue_url = url.clone();
-    let s = TestServer::start(move |c| {
-        c.queue_url = Some(queue_url);
-        c.pools = no_local_workers();
-    })
-    .await;
     let id = s.submit("a.csv", b"name,n\nx,1\ny,2\n", &[]).await;
 
     let mut ws = Ws::connect(s.addr, "").await;
@@ -211,14 +221,7 @@ async fn bad_messages_get_error_frames_and_the_connection_stays() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_subscribers_each_get_their_own_events_and_nothing_else() {
     const N: usize = 1000;
-    let broker_dir = tempfile::tempdir().unwrap();
-    let broker = broker_process(broker_dir.path(), &[]);
-    let queue_url = broker.url.clone();
-    let s = TestServer::start(move |c| {
-        c.queue_url = Some(queue_url);
-        c.pools = no_local_workers();
-    })
-    .await;
+    let (_dir, broker, s) = on_remote_broker(|_| {}).await;
     let q = queue::open(&broker.url).await.unwrap();
     let jobs: Vec<NewJob> = (0..N)
         .map(|i| NewJob::new("bulk", json!({ "n": i })))
@@ -296,12 +299,7 @@ async fn a_thousand_subscribers_each_get_their_own_events_and_nothing_else() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_disconnected() {
-    let broker_dir = tempfile::tempdir().unwrap();
-    let broker = broker_process(broker_dir.path(), &[]);
-    let queue_url = broker.url.clone();
-    let s = TestServer::start(move |c| {
-        c.queue_url = Some(queue_url);
-        c.pools = no_local_workers();
+    let (_dir, broker, s) = on_remote_broker(|c| {
         c.notify.hub.conn_buffer = 256;
         c.notify.ws.send_timeout = Duration::from_secs(30);
     })

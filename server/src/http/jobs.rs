@@ -169,7 +169,8 @@ struct ListParams {
     limit: Option<u32>,
 }
 
-fn split(s: Option<&str>) -> Vec<String> {
+/// The items of a comma-separated parameter, trimmed, empty ones dropped.
+pub(crate) fn split(s: Option<&str>) -> Vec<String> {
     s.map(|s| {
         s.split(',')
             .map(str::trim)

@@ -2,6 +2,8 @@
 //! state; the error body `{"code","message"}` every failure answers with.
 
 mod jobs;
+
+pub(crate) use jobs::split;
 mod stats;
 mod upload;
 

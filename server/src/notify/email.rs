@@ -11,7 +11,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{now_ms, wait_final, NotifyError};
+use super::{begin, now_ms, NotifyError, Sourced};
 use crate::config::job_types;
 use crate::http::rfc3339;
 use crate::queue::{Job, JobId, JobRecord, JobStatus, Lease, NewJob, Queue};
@@ -53,6 +53,12 @@ pub struct EmailPayload {
     pub source_job: JobId,
     /// The recipient.
     pub to: String,
+}
+
+impl Sourced for EmailPayload {
+    fn source_job(&self) -> &JobId {
+        &self.source_job
+    }
 }
 
 /// The file name of the mail record in a job's result directory.
@@ -128,19 +134,8 @@ impl Mailer {
 
     /// Runs one mail job.
     pub async fn run_job(&self, lease: Lease) {
-        let p: EmailPayload = match serde_json::from_value(lease.job().payload.clone()) {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = lease
-                    .fail_permanently(&format!("malformed mail payload: {e}"))
-                    .await;
-                return;
-            }
-        };
-        let Some(source) = wait_final(self.queue.as_ref(), &p.source_job).await else {
-            let _ = lease
-                .complete(json!({ "skipped": "the job did not reach a final state" }))
-                .await;
+        let Some((lease, p, source)) = begin::<EmailPayload>(self.queue.as_ref(), lease).await
+        else {
             return;
         };
         let attempt = lease.attempt();

@@ -190,6 +190,39 @@ pub async fn wait_final(queue: &dyn Queue, id: &JobId) -> Option<JobRecord> {
     }
 }
 
+/// The start of every notification job: its payload, and the final record
+/// of the job it is about. `None` when the lease was settled here (a
+/// malformed payload fails for good; a job that did not turn final — its
+/// finishing attempt did not take, and whoever finishes it announces
+/// again — completes the notification as skipped).
+pub(crate) async fn begin<P: serde::de::DeserializeOwned + Sourced>(
+    queue: &dyn Queue,
+    lease: crate::queue::Lease,
+) -> Option<(crate::queue::Lease, P, JobRecord)> {
+    let p: P = match serde_json::from_value(lease.job().payload.clone()) {
+        Ok(p) => p,
+        Err(e) => {
+            let msg = format!("malformed {} payload: {e}", lease.job().job_type);
+            let _ = lease.fail_permanently(&msg).await;
+            return None;
+        }
+    };
+    match wait_final(queue, p.source_job()).await {
+        Some(source) => Some((lease, p, source)),
+        None => {
+            let skipped = serde_json::json!({ "skipped": "the job did not reach a final state" });
+            let _ = lease.complete(skipped).await;
+            None
+        }
+    }
+}
+
+/// A notification payload names the job it is about.
+pub(crate) trait Sourced {
+    /// That job.
+    fn source_job(&self) -> &JobId;
+}
+
 /// Announces the jobs no worker finished: those failed because their last
 /// lease expired (the worker died). Runs in `docproc serve` until `stop`.
 pub async fn watch_expired(

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::ssrf::{Allowlist, Guard, SsrfError};
-use super::{now_ms, wait_final, NotifyError};
+use super::{begin, now_ms, NotifyError, Sourced};
 use crate::config::job_types;
 use crate::http::rfc3339;
 use crate::queue::{Job, JobId, JobRecord, Lease, NewJob, RetryPolicy};
@@ -159,6 +159,12 @@ pub struct DeliveryPayload {
     pub url: String,
 }
 
+impl Sourced for DeliveryPayload {
+    fn source_job(&self) -> &JobId {
+        &self.source_job
+    }
+}
+
 /// Retries a delivery job may use; the window is the real limit.
 const DELIVERY_RETRIES: u32 = 100;
 
@@ -277,24 +283,11 @@ impl Webhooks {
 
     /// Runs one delivery job.
     pub async fn run_job(&self, lease: Lease) {
-        let job = lease.job().clone();
-        let p: DeliveryPayload = match serde_json::from_value(job.payload.clone()) {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = lease
-                    .fail_permanently(&format!("malformed delivery payload: {e}"))
-                    .await;
-                return;
-            }
-        };
-        let Some(source) = wait_final(self.queue.as_ref(), &p.source_job).await else {
-            // Not final (its finishing attempt did not take): whoever
-            // finishes it queues its own delivery.
-            let _ = lease
-                .complete(json!({ "skipped": "the job did not reach a final state" }))
-                .await;
+        let Some((lease, p, source)) = begin::<DeliveryPayload>(self.queue.as_ref(), lease).await
+        else {
             return;
         };
+        let job = lease.job().clone();
         let webhook_id = format!("msg_{}_{}", source.job.job_id, source.status);
         let body = body(&source);
         let outcome = self.attempt(&p.url, &webhook_id, &body).await;

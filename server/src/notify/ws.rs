@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::hub::{record_event, status_frame, Hub, Push, Resume, Routed, Subscription};
+use crate::http::split;
 use crate::queue::{JobId, JobStatus, QueueError};
 
 /// WebSocket settings (part of [`NotifyConfig`](super::NotifyConfig)).
@@ -136,17 +137,6 @@ impl SubscribeArgs {
     }
 }
 
-fn split(s: Option<String>) -> Vec<String> {
-    s.map(|s| {
-        s.split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .map(str::to_string)
-            .collect()
-    })
-    .unwrap_or_default()
-}
-
 /// The upgrade handler.
 pub async fn handler(
     State(st): State<WsState>,
@@ -156,8 +146,8 @@ pub async fn handler(
     let initial = match query {
         Ok(Query(q)) if q.job_id.is_some() || q.correlation_id.is_some() || q.all == Some(true) => {
             Some(Ok(SubscribeArgs {
-                job_ids: split(q.job_id),
-                correlation_ids: split(q.correlation_id),
+                job_ids: split(q.job_id.as_deref()),
+                correlation_ids: split(q.correlation_id.as_deref()),
                 all: q.all.unwrap_or(false),
                 last_event_id: q.last_event_id,
                 ..SubscribeArgs::default()
