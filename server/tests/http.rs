@@ -5,7 +5,8 @@
 mod common;
 
 use common::{
-    legacy, nested_pdf, ods, ods_repeat_bomb, pdf, sparse_xlsx, xlsx, zip_bomb, TestServer,
+    legacy, nested_pdf, ods, ods_repeat_bomb, on_remote_broker, pdf, sparse_xlsx, xlsx, zip_bomb,
+    TestServer,
 };
 use docproc_server::config::Pools;
 use serde_json::json;
@@ -490,4 +491,18 @@ async fn shutdown_does_not_wait_past_the_grace_for_a_running_job() {
         "shutdown took {:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_queue_backend() {
+    let (_dir, broker, s) = on_remote_broker(|_| {}).await;
+    let h = s.get("/healthz").await;
+    assert_eq!((h.status, h.json()["status"].as_str()), (200, Some("ok")));
+    let r = s.get("/readyz").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["backend"], "grpc");
+    drop(broker);
+    s.get("/readyz").await.assert_error(503, "unavailable");
+    assert_eq!(s.get("/healthz").await.status, 200, "alive while not ready");
+    s.stop().await;
 }

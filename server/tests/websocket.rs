@@ -8,8 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::ws::{Closed, Ws};
-use common::{broker_process, TestServer};
-use docproc_server::config::Pools;
+use common::{no_local_workers, on_remote_broker, TestServer};
 use docproc_server::queue::{self, ConsumeOptions, NewJob};
 use futures::StreamExt;
 use serde_json::json;
@@ -22,32 +21,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn no_local_workers() -> Pools {
-    Pools {
-        excel: 0,
-        pdf: 0,
-        ai: 0,
-        ..Pools::default()
-    }
-}
-
-/// A `docproc broker` process and a server on it with no local workers
-/// (the test, or a worker process, runs the jobs).
-async fn on_remote_broker(
-    edit: impl FnOnce(&mut docproc_server::config::ServeConfig) + Send + 'static,
-) -> (tempfile::TempDir, common::BrokerProcess, TestServer) {
-    let broker_dir = tempfile::tempdir().unwrap();
-    let broker = broker_process(broker_dir.path(), &[]);
-    let queue_url = broker.url.clone();
-    let s = TestServer::start(move |c| {
-        c.queue_url = Some(queue_url);
-        c.pools = no_local_workers();
-        edit(c);
-    })
-    .await;
-    (broker_dir, broker, s)
 }
 
 /// Statuses of the frames that are not progress updates.

@@ -1,6 +1,7 @@
 //! The HTTP API: one file per resource, each with its `router()`; shared
 //! state; the error body `{"code","message"}` every failure answers with.
 
+mod health;
 mod jobs;
 
 pub(crate) use jobs::split;
@@ -57,6 +58,7 @@ pub fn app(state: AppState) -> Router {
         .merge(upload::router(state.config.max_upload_bytes))
         .merge(jobs::router())
         .merge(stats::router())
+        .merge(health::router())
         .route("/api/ws", axum::routing::get(crate::notify::ws::handler))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(state)

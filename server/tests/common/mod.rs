@@ -77,6 +77,33 @@ pub fn script(dir: &std::path::Path, body: &str) -> PathBuf {
     path
 }
 
+/// Pools that run no document jobs (a worker process or the test does).
+pub fn no_local_workers() -> Pools {
+    Pools {
+        excel: 0,
+        pdf: 0,
+        ai: 0,
+        ..Pools::default()
+    }
+}
+
+/// A `docproc broker` process and a server on it with no local workers
+/// (the test, or a worker process, runs the jobs).
+pub async fn on_remote_broker(
+    edit: impl FnOnce(&mut ServeConfig) + Send + 'static,
+) -> (tempfile::TempDir, BrokerProcess, TestServer) {
+    let broker_dir = tempfile::tempdir().unwrap();
+    let broker = broker_process(broker_dir.path(), &[]);
+    let queue_url = broker.url.clone();
+    let s = TestServer::start(move |c| {
+        c.queue_url = Some(queue_url);
+        c.pools = no_local_workers();
+        edit(c);
+    })
+    .await;
+    (broker_dir, broker, s)
+}
+
 pub struct TestServer {
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
