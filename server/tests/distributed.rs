@@ -4,20 +4,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-
 use common::{broker_process, TestServer};
-use docproc_server::config::Pools;
-
-/// Kills a child process when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_process_on_a_remote_broker_runs_jobs_in_priority_order() {
@@ -27,12 +14,7 @@ async fn a_worker_process_on_a_remote_broker_runs_jobs_in_priority_order() {
     let queue = url.clone();
     let s = TestServer::start(move |c| {
         c.queue_url = Some(queue);
-        c.pools = Pools {
-            excel: 0,
-            pdf: 0,
-            ai: 0,
-            ..Pools::default()
-        };
+        c.pools = common::no_local_workers();
     })
     .await;
     let mut ids = Vec::new();
@@ -48,26 +30,7 @@ async fn a_worker_process_on_a_remote_broker_runs_jobs_in_priority_order() {
         "queued"
     );
 
-    let _worker = Proc(
-        Command::new(env!("CARGO_BIN_EXE_docproc"))
-            .args([
-                "worker",
-                "--queue",
-                &url,
-                "--excel-workers",
-                "1",
-                "--pdf-workers",
-                "0",
-                "--ai-workers",
-                "0",
-            ])
-            .arg("--data-dir")
-            .arg(s.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn docproc worker"),
-    );
+    let _worker = common::excel_worker_process(&url, s.dir.path());
     let mut started = Vec::new();
     for (p, id) in &ids {
         let st = s.wait(id, "completed", 60).await;

@@ -8,7 +8,6 @@ use common::{
     legacy, nested_pdf, ods, ods_repeat_bomb, on_remote_broker, pdf, sparse_xlsx, xlsx, zip_bomb,
     TestServer,
 };
-use docproc_server::config::Pools;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -213,12 +212,7 @@ async fn errors_are_json_with_the_right_status() {
     // No workers: jobs stay queued.
     let s = TestServer::start(|c| {
         c.max_upload_bytes = 64 * 1024;
-        c.pools = Pools {
-            excel: 0,
-            pdf: 0,
-            ai: 0,
-            ..Pools::default()
-        };
+        c.pools = common::no_local_workers();
     })
     .await;
     s.upload("x.bin", b"\x7fELF\x02\x01\x01\0binary", &[])
@@ -368,15 +362,7 @@ async fn a_failing_handler_is_retried_then_failed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_are_listed_with_filters_and_pages() {
-    let s = TestServer::start(|c| {
-        c.pools = Pools {
-            excel: 0,
-            pdf: 0,
-            ai: 0,
-            ..Pools::default()
-        }
-    })
-    .await;
+    let s = TestServer::start(|c| c.pools = common::no_local_workers()).await;
     let mut ids = Vec::new();
     for i in 0..5 {
         ids.push(

@@ -15,7 +15,7 @@ use axum::extract::Path;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use common::TestServer;
-use docproc_server::config::{Pools, ServeConfig};
+use docproc_server::config::ServeConfig;
 use docproc_server::notify::webhook::Signer;
 use serde_json::Value;
 
@@ -288,12 +288,7 @@ async fn a_delivery_pending_across_a_restart_is_delivered_after_it() {
         webhook_settings(c);
         // The retry is due after the restart.
         c.notify.webhook.retry_base = Duration::from_secs(4);
-        c.pools = Pools {
-            excel: 0,
-            pdf: 0,
-            ai: 0,
-            ..Pools::default()
-        };
+        c.pools = common::no_local_workers();
     };
     let s = TestServer::start(settings).await;
     let id = s
@@ -331,12 +326,7 @@ async fn a_delivery_pending_across_a_restart_is_delivered_after_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callback_urls_to_private_addresses_are_refused_at_upload() {
     let s = TestServer::start(|c| {
-        c.pools = Pools {
-            excel: 0,
-            pdf: 0,
-            ai: 0,
-            ..Pools::default()
-        };
+        c.pools = common::no_local_workers();
     })
     .await;
     for url in [

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::ws::{Closed, Ws};
@@ -13,15 +12,6 @@ use docproc_server::queue::{self, ConsumeOptions, NewJob};
 use futures::StreamExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Statuses of the frames that are not progress updates.
 fn statuses(frames: &[serde_json::Value]) -> Vec<String> {
@@ -50,17 +40,7 @@ async fn a_subscriber_sees_a_job_run_by_a_worker_in_another_process() {
     assert!(snap["correlation_id"].is_string());
     assert!(snap["event_id"].is_u64());
 
-    let _worker = Proc(
-        Command::new(env!("CARGO_BIN_EXE_docproc"))
-            .args(["worker", "--queue", &url, "--excel-workers", "1"])
-            .args(["--pdf-workers", "0", "--ai-workers", "0"])
-            .arg("--data-dir")
-            .arg(s.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn docproc worker"),
-    );
+    let _worker = common::excel_worker_process(&url, s.dir.path());
     let frames = ws.statuses_until_final(&id, 60).await;
     assert_eq!(statuses(&frames), ["processing", "completed"], "{frames:?}");
     let ids: Vec<u64> = frames

@@ -9,7 +9,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{script, TestServer};
-use docproc_server::config::Pools;
 
 /// Kills a child process when dropped.
 struct Proc(Child);
@@ -42,12 +41,7 @@ async fn survives_a_killed_worker(url: String) {
     let s = TestServer::start(move |c| {
         c.queue_url = Some(queue);
         c.job_timeout = Duration::from_secs(2);
-        c.pools = Pools {
-            excel: 0,
-            pdf: 0,
-            ai: 0,
-            ..Pools::default()
-        };
+        c.pools = common::no_local_workers();
     })
     .await;
     let hang = script(s.dir.path(), "sleep 60");

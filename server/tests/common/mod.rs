@@ -67,6 +67,32 @@ pub fn broker_process(dir: &std::path::Path, extra: &[&str]) -> BrokerProcess {
     }
 }
 
+/// A child process killed when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `docproc worker` with one spreadsheet worker (and no PDF or analysis
+/// workers) on `queue`, sharing the server's data directory.
+pub fn excel_worker_process(queue: &str, data_dir: &std::path::Path) -> Proc {
+    Proc(
+        Command::new(env!("CARGO_BIN_EXE_docproc"))
+            .args(["worker", "--queue", queue, "--excel-workers", "1"])
+            .args(["--pdf-workers", "0", "--ai-workers", "0"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn docproc worker"),
+    )
+}
+
 /// An executable shell script standing in for the extractor.
 pub fn script(dir: &std::path::Path, body: &str) -> PathBuf {
     let path = dir.join("extractor.sh");
