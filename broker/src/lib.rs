@@ -9,6 +9,7 @@
 //! - `store`: RocksDB, column families and the group-commit writer thread.
 //! - `engine`: in-memory indexes and message state transitions; the public [`Broker`].
 //! - `service`: the tonic gRPC service and [`serve`].
+//! - [`auth`]: API keys and scopes, shared with the HTTP server.
 //! - [`config`], [`clock`], [`error`].
 //!
 //! # Example
@@ -30,6 +31,7 @@
 //! ```
 #![deny(clippy::unwrap_used)]
 
+pub mod auth;
 pub mod clock;
 pub mod config;
 mod engine;
@@ -44,4 +46,5 @@ pub use config::{BrokerConfig, Durability};
 pub use docproc_proto::broker::v1 as pb;
 pub use engine::{Broker, DEFAULT_LIST_LIMIT, MAX_FETCH_WAIT, MAX_LEASE_BATCH, MAX_LIST_LIMIT};
 pub use error::{Error, Result};
-pub use service::{serve, BrokerService};
+pub use service::{serve, serve_with, BrokerService, ServeOptions};
+pub use store::SYNC_BOUNDS;

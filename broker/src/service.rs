@@ -14,6 +14,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::{Keys, Scope};
 use crate::engine::{Broker, MAX_LEASE_BATCH};
 
 /// Deliveries leased per engine call on a consume stream.
@@ -23,6 +24,8 @@ const CONSUME_STEP: u64 = 256;
 #[derive(Debug, Clone)]
 pub struct BrokerService {
     broker: Broker,
+    /// API keys callers must present; empty: no authentication.
+    keys: Keys,
     /// Set when the server drains: open consume and watch streams and
     /// waiting fetches end so that graceful shutdown can complete.
     draining: Arc<watch::Sender<bool>>,
@@ -33,7 +36,27 @@ impl BrokerService {
     pub fn new(broker: Broker) -> Self {
         Self {
             broker,
+            keys: Keys::default(),
             draining: Arc::new(watch::channel(false).0),
+        }
+    }
+
+    /// Callers must present one of `keys` (metadata `authorization: Bearer
+    /// KEY`) with a scope wide enough for the call.
+    pub fn with_keys(mut self, keys: Keys) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    fn allow<T>(&self, req: &Request<T>, need: Scope) -> Result<(), Status> {
+        let header = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        match self.keys.authorize(header, need) {
+            Ok(_) => Ok(()),
+            Err(d) if d.is_forbidden() => Err(Status::permission_denied(d.to_string())),
+            Err(d) => Err(Status::unauthenticated(d.to_string())),
         }
     }
 
@@ -67,6 +90,7 @@ impl pb::broker_server::Broker for BrokerService {
         &self,
         req: Request<pb::ProduceRequest>,
     ) -> Result<Response<pb::ProduceResponse>, Status> {
+        self.allow(&req, Scope::Worker)?;
         let out = self.broker.produce(req.into_inner().messages).await?;
         Ok(Response::new(pb::ProduceResponse {
             ids: out.iter().map(|p| p.0).collect(),
@@ -80,6 +104,7 @@ impl pb::broker_server::Broker for BrokerService {
         &self,
         req: Request<Streaming<pb::ConsumeRequest>>,
     ) -> Result<Response<Self::ConsumeStream>, Status> {
+        self.allow(&req, Scope::Worker)?;
         let mut inbound = req.into_inner();
         let first = inbound
             .message()
@@ -107,6 +132,7 @@ impl pb::broker_server::Broker for BrokerService {
         &self,
         req: Request<pb::FetchRequest>,
     ) -> Result<Response<pb::FetchResponse>, Status> {
+        self.allow(&req, Scope::Worker)?;
         let r = req.into_inner();
         let max = (r.max as usize).clamp(1, MAX_LEASE_BATCH);
         let fetch = self.broker.fetch(
@@ -123,6 +149,7 @@ impl pb::broker_server::Broker for BrokerService {
     }
 
     async fn ack(&self, req: Request<pb::AckRequest>) -> Result<Response<pb::AckResponse>, Status> {
+        self.allow(&req, Scope::Worker)?;
         let r = req.into_inner();
         let cancelled = self.broker.ack(r.id, r.lease_token, r.result).await?;
         Ok(Response::new(pb::AckResponse { cancelled }))
@@ -132,6 +159,7 @@ impl pb::broker_server::Broker for BrokerService {
         &self,
         req: Request<pb::NackRequest>,
     ) -> Result<Response<pb::NackResponse>, Status> {
+        self.allow(&req, Scope::Worker)?;
         let r = req.into_inner();
         let out = self
             .broker
@@ -150,6 +178,7 @@ impl pb::broker_server::Broker for BrokerService {
         &self,
         req: Request<pb::ExtendRequest>,
     ) -> Result<Response<pb::ExtendResponse>, Status> {
+        self.allow(&req, Scope::Worker)?;
         let r = req.into_inner();
         let progress = r.has_progress.then_some(r.progress);
         Ok(Response::new(
@@ -163,6 +192,7 @@ impl pb::broker_server::Broker for BrokerService {
         &self,
         req: Request<pb::CancelRequest>,
     ) -> Result<Response<pb::CancelResponse>, Status> {
+        self.allow(&req, Scope::Write)?;
         let state = self.broker.cancel(req.into_inner().id).await?;
         Ok(Response::new(pb::CancelResponse {
             state: state as i32,
@@ -170,6 +200,7 @@ impl pb::broker_server::Broker for BrokerService {
     }
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        self.allow(&req, Scope::Read)?;
         let r = req.into_inner();
         let message = self.broker.get_settled(r.id, r.with_payload).await?;
         Ok(Response::new(pb::GetResponse {
@@ -183,6 +214,7 @@ impl pb::broker_server::Broker for BrokerService {
         &self,
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        self.allow(&req, Scope::Read)?;
         let r = req.into_inner();
         for q in &r.queues {
             crate::keys::validate_queue(q)?;
@@ -197,6 +229,7 @@ impl pb::broker_server::Broker for BrokerService {
         &self,
         req: Request<pb::StatsRequest>,
     ) -> Result<Response<pb::StatsResponse>, Status> {
+        self.allow(&req, Scope::Read)?;
         let r = req.into_inner();
         let queue = (!r.queue.is_empty()).then_some(r.queue.as_str());
         Ok(Response::new(pb::StatsResponse {
@@ -208,6 +241,7 @@ impl pb::broker_server::Broker for BrokerService {
         &self,
         req: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
+        self.allow(&req, Scope::Read)?;
         Ok(Response::new(self.broker.list(&req.into_inner())?))
     }
 
@@ -215,6 +249,7 @@ impl pb::broker_server::Broker for BrokerService {
         &self,
         req: Request<pb::ConfigureQueueRequest>,
     ) -> Result<Response<pb::ConfigureQueueResponse>, Status> {
+        self.allow(&req, Scope::Admin)?;
         let r = req.into_inner();
         let config = self
             .broker
@@ -229,6 +264,7 @@ impl pb::broker_server::Broker for BrokerService {
         &self,
         req: Request<pb::ListDeadRequest>,
     ) -> Result<Response<pb::ListDeadResponse>, Status> {
+        self.allow(&req, Scope::Read)?;
         let r = req.into_inner();
         let limit = if r.limit == 0 { 100 } else { r.limit as usize };
         let messages = self.broker.list_dead(&r.queue, r.after_id, limit)?;
@@ -239,6 +275,7 @@ impl pb::broker_server::Broker for BrokerService {
         &self,
         req: Request<pb::RequeueDeadRequest>,
     ) -> Result<Response<pb::RequeueDeadResponse>, Status> {
+        self.allow(&req, Scope::Write)?;
         let r = req.into_inner();
         let requeued = self.broker.requeue_dead(&r.queue, r.ids, r.all).await?;
         Ok(Response::new(pb::RequeueDeadResponse { requeued }))
@@ -248,6 +285,7 @@ impl pb::broker_server::Broker for BrokerService {
         &self,
         req: Request<pb::PurgeDeadRequest>,
     ) -> Result<Response<pb::PurgeDeadResponse>, Status> {
+        self.allow(&req, Scope::Admin)?;
         let r = req.into_inner();
         let purged = self.broker.purge_dead(&r.queue, r.ids, r.all).await?;
         Ok(Response::new(pb::PurgeDeadResponse { purged }))
@@ -396,6 +434,15 @@ fn incoming(listener: TcpListener) -> impl Stream<Item = std::io::Result<tokio::
     })
 }
 
+/// How [`serve_with`] serves: API keys and TLS.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Keys callers must present; empty: no authentication.
+    pub keys: Keys,
+    /// PEM certificate chain and private key; `None`: plaintext.
+    pub tls: Option<(Vec<u8>, Vec<u8>)>,
+}
+
 /// Serves the broker, gRPC health and reflection on `listener` until
 /// `shutdown` resolves; then ends open streams (clients see `UNAVAILABLE` and
 /// reconnect) and finishes in-flight calls. Closing the broker is left to
@@ -405,13 +452,25 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), crate::Error> {
+    serve_with(broker, listener, ServeOptions::default(), shutdown).await
+}
+
+/// [`serve`] with API keys and TLS. gRPC health answers without a key (for
+/// load balancers and orchestrators); every broker call needs one when keys
+/// are configured.
+pub async fn serve_with(
+    broker: Broker,
+    listener: TcpListener,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), crate::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<BrokerServer<BrokerService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(docproc_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| crate::Error::Unavailable(format!("reflection: {e}")))?;
-    let service = BrokerService::new(broker);
+    let service = BrokerService::new(broker).with_keys(options.keys);
     let drain = service.clone();
     let shutdown = async move {
         shutdown.await;
@@ -420,7 +479,14 @@ pub async fn serve(
             .await;
         drain.drain();
     };
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some((cert, key)) = options.tls {
+        let identity = tonic::transport::Identity::from_pem(cert, key);
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .map_err(|e| crate::Error::Unavailable(format!("TLS: {e}")))?;
+    }
+    builder
         .add_service(health_service)
         .add_service(reflection)
         .add_service(service.into_server())

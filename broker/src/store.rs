@@ -8,7 +8,7 @@
 //! submitted them, which is the order of its in-memory changes.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -119,6 +119,7 @@ pub(crate) struct Store {
     failed: Arc<AtomicBool>,
     fatal: watch::Sender<Option<String>>,
     events: broadcast::Sender<Event>,
+    latency: Arc<SyncLatency>,
 }
 
 /// Waits for a submitted commit to be durable.
@@ -180,9 +181,11 @@ impl Store {
         let failed = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel::<Pending>();
         let mut threads = Vec::new();
+        let latency = Arc::new(SyncLatency::default());
         let writer = Writer {
             db: db.clone(),
             sync: durability == Durability::Sync,
+            latency: latency.clone(),
             failed: failed.clone(),
             fatal: fatal.clone(),
             events: events.clone(),
@@ -200,10 +203,11 @@ impl Store {
             stop_flusher = Some(stop_tx);
             let db = db.clone();
             let fatal = fatal.clone();
+            let latency = latency.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name("docproc-flusher".into())
-                    .spawn(move || flusher(db, interval, stop_rx, fatal))
+                    .spawn(move || flusher(db, interval, stop_rx, fatal, latency))
                     .map_err(|e| Error::Unavailable(format!("cannot start flusher: {e}")))?,
             );
         }
@@ -215,7 +219,13 @@ impl Store {
             failed,
             fatal,
             events,
+            latency,
         })
+    }
+
+    /// Latency of durable writes.
+    pub(crate) fn sync_latency(&self) -> &SyncLatency {
+        &self.latency
     }
 
     /// Queues a commit for the writer. Call it while holding the engine lock
@@ -391,9 +401,51 @@ fn closed_receiver() -> oneshot::Receiver<Result<()>> {
     rx
 }
 
+/// Upper bounds (seconds) of the sync latency buckets.
+pub const SYNC_BOUNDS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Latency of durable writes: group commits written with fsync, and the
+/// background WAL syncs of the batch mode.
+#[derive(Debug, Default)]
+pub(crate) struct SyncLatency {
+    buckets: [AtomicU64; SYNC_BOUNDS.len()],
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+impl SyncLatency {
+    fn observe(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        for (b, c) in SYNC_BOUNDS.iter().zip(&self.buckets) {
+            if secs <= *b {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.sum_us
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Cumulative bucket counts (per [`SYNC_BOUNDS`]), the sum in seconds,
+    /// and the count.
+    pub(crate) fn snapshot(&self) -> (Vec<u64>, f64, u64) {
+        (
+            self.buckets
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect(),
+            self.sum_us.load(Ordering::Relaxed) as f64 / 1e6,
+            self.count.load(Ordering::Relaxed),
+        )
+    }
+}
+
 struct Writer {
     db: Arc<DB>,
     sync: bool,
+    latency: Arc<SyncLatency>,
     failed: Arc<AtomicBool>,
     fatal: watch::Sender<Option<String>>,
     events: broadcast::Sender<Event>,
@@ -461,7 +513,11 @@ impl Writer {
         let wb = batch(&self.db, ops)?;
         let mut wo = WriteOptions::default();
         wo.set_sync(self.sync);
+        let started = std::time::Instant::now();
         self.db.write_opt(wb, &wo)?;
+        if self.sync {
+            self.latency.observe(started.elapsed());
+        }
         Ok(())
     }
 }
@@ -483,9 +539,13 @@ fn flusher(
     interval: Duration,
     stop: mpsc::Receiver<()>,
     fatal: watch::Sender<Option<String>>,
+    latency: Arc<SyncLatency>,
 ) {
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(interval) {
-        if let Err(e) = db.flush_wal(true) {
+        let started = std::time::Instant::now();
+        let synced = db.flush_wal(true);
+        latency.observe(started.elapsed());
+        if let Err(e) = synced {
             tracing::error!(error = %e, "background WAL sync failed");
             fatal.send_replace(Some(e.to_string()));
             return;

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use docproc_proto::broker::v1::{self as pb, broker_client::BrokerClient};
 use futures::{Stream, StreamExt};
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::AsciiMetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::consumer::{Consumer, ConsumerOptions};
 use crate::error::{Error, Result};
@@ -71,47 +74,155 @@ impl From<pb::NewMessage> for NewMessage {
 /// which is re-established on demand after a failure.
 #[derive(Debug, Clone)]
 pub struct Client {
-    pub(crate) rpc: BrokerClient<Channel>,
+    pub(crate) rpc: BrokerClient<InterceptedService<Channel, Auth>>,
+}
+
+/// Adds `authorization: Bearer KEY` to every call when a key is set.
+#[derive(Debug, Clone)]
+pub(crate) struct Auth(Option<AsciiMetadataValue>);
+
+impl Interceptor for Auth {
+    fn call(
+        &mut self,
+        mut req: tonic::Request<()>,
+    ) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
 }
 
 /// Largest message the client sends or accepts.
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
-fn endpoint(url: &str) -> Result<Endpoint> {
-    let bad = |reason: &str| Error::InvalidUrl {
-        url: url.to_string(),
-        reason: reason.to_string(),
+/// A broker address: `grpc://[KEY@]HOST:PORT` (plaintext) or
+/// `grpcs://[KEY@]HOST:PORT[?ca=PATH]` (TLS, the server's certificate
+/// checked against the CA file, or the system's roots without one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    /// `HOST:PORT`.
+    pub authority: String,
+    /// TLS.
+    pub tls: bool,
+    /// API key presented on every call.
+    pub api_key: Option<String>,
+    /// PEM file of the CA that signed the broker's certificate.
+    pub ca_file: Option<String>,
+}
+
+impl BrokerUrl {
+    /// Parses a broker URL.
+    pub fn parse(url: &str) -> Result<Self> {
+        let bad = |reason: &str| Error::InvalidUrl {
+            url: redact(url),
+            reason: reason.to_string(),
+        };
+        let (tls, rest) = if let Some(r) = url.strip_prefix("grpcs://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("grpc://") {
+            (false, r)
+        } else if let Some(r) = url.strip_prefix("http://") {
+            (false, r)
+        } else {
+            return Err(bad("expected grpc://HOST:PORT or grpcs://HOST:PORT"));
+        };
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let rest = rest.trim_end_matches('/');
+        let (api_key, authority) = match rest.rsplit_once('@') {
+            Some((k, a)) if !k.is_empty() => (Some(k.to_string()), a),
+            Some((_, a)) => (None, a),
+            None => (None, rest),
+        };
+        if authority.is_empty() || authority.contains('/') {
+            return Err(bad("expected HOST:PORT"));
+        }
+        let mut ca_file = None;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("ca", v)) if tls && !v.is_empty() => ca_file = Some(v.to_string()),
+                Some(("ca", _)) => return Err(bad("ca=PATH needs grpcs://")),
+                _ => return Err(bad(&format!("unknown parameter {pair:?}"))),
+            }
+        }
+        Ok(Self {
+            authority: authority.to_string(),
+            tls,
+            api_key,
+            ca_file,
+        })
+    }
+}
+
+/// The URL with any API key replaced by `***`, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
+fn endpoint(url: &BrokerUrl) -> Result<Endpoint> {
+    let bad = |reason: String| Error::InvalidUrl {
+        url: url.authority.clone(),
+        reason,
     };
-    let http = if let Some(rest) = url.strip_prefix("grpc://") {
-        format!("http://{rest}")
-    } else if url.starts_with("http://") {
-        url.to_string()
-    } else {
-        return Err(bad("expected grpc://HOST:PORT"));
-    };
-    Ok(Endpoint::from_shared(http)
-        .map_err(|e| bad(&e.to_string()))?
+    let scheme = if url.tls { "https" } else { "http" };
+    let mut ep = Endpoint::from_shared(format!("{scheme}://{}", url.authority))
+        .map_err(|e| bad(e.to_string()))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_while_idle(true))
+        .keep_alive_while_idle(true);
+    if url.tls {
+        let mut tls = ClientTlsConfig::new();
+        match &url.ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| bad(format!("cannot read the CA file {path}: {e}")))?;
+                tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            None => tls = tls.with_native_roots(),
+        }
+        ep = ep.tls_config(tls).map_err(|e| bad(format!("TLS: {e}")))?;
+    }
+    Ok(ep)
+}
+
+fn auth(url: &BrokerUrl) -> Result<Auth> {
+    match &url.api_key {
+        None => Ok(Auth(None)),
+        Some(k) => format!("Bearer {k}")
+            .parse::<AsciiMetadataValue>()
+            .map(|v| Auth(Some(v)))
+            .map_err(|_| Error::InvalidUrl {
+                url: url.authority.clone(),
+                reason: "the API key has characters a header cannot carry".into(),
+            }),
+    }
 }
 
 impl Client {
-    /// Connects to `grpc://HOST:PORT` and fails if the broker is not reachable.
+    /// Connects to a broker URL (see [`BrokerUrl`]) and fails if the broker
+    /// is not reachable.
     pub async fn connect(url: &str) -> Result<Self> {
-        let channel = endpoint(url)?.connect().await?;
-        Ok(Self::from_channel(channel))
+        let url = BrokerUrl::parse(url)?;
+        let channel = endpoint(&url)?.connect().await?;
+        Ok(Self::from_channel(channel, auth(&url)?))
     }
 
     /// A client that connects on first use (and reconnects after failures).
     pub fn connect_lazy(url: &str) -> Result<Self> {
-        Ok(Self::from_channel(endpoint(url)?.connect_lazy()))
+        let url = BrokerUrl::parse(url)?;
+        Ok(Self::from_channel(
+            endpoint(&url)?.connect_lazy(),
+            auth(&url)?,
+        ))
     }
 
-    fn from_channel(channel: Channel) -> Self {
+    fn from_channel(channel: Channel, auth: Auth) -> Self {
         Self {
-            rpc: BrokerClient::new(channel)
+            rpc: BrokerClient::with_interceptor(channel, auth)
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
         }

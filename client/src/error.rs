@@ -30,6 +30,12 @@ pub enum Error {
     /// The broker cannot be reached or is shutting down; retrying later may work.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// No API key, or one the broker does not know.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The API key's scope does not allow the call.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     /// Any other gRPC failure.
     #[error("broker error ({code:?}): {message}")]
     Other {
@@ -56,6 +62,8 @@ impl From<tonic::Status> for Error {
             Code::NotFound => Error::NotFound(m),
             Code::FailedPrecondition => Error::FailedPrecondition(m),
             Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded => Error::Unavailable(m),
+            Code::Unauthenticated => Error::Unauthenticated(m),
+            Code::PermissionDenied => Error::PermissionDenied(m),
             code => Error::Other { code, message: m },
         }
     }

@@ -40,7 +40,7 @@ mod consumer;
 mod error;
 mod producer;
 
-pub use client::{Client, NewMessage};
+pub use client::{redact, BrokerUrl, Client, NewMessage};
 pub use consumer::{Consumer, ConsumerOptions, Delivery, LeaseOutcome};
 pub use docproc_proto::broker::v1 as pb;
 pub use error::{Error, Result};

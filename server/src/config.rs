@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use docproc_broker::auth::Keys;
+
 use crate::extract::Limits;
 use crate::llm::LlmConfig;
 use crate::notify::NotifyConfig;
@@ -101,13 +103,36 @@ pub struct ServeConfig {
     pub llm: Option<LlmConfig>,
     /// WebSocket, webhook and mail settings.
     pub notify: NotifyConfig,
+    /// API keys; empty: no authentication (loopback only unless `insecure`).
+    pub keys: Keys,
+    /// Listen on a non-loopback address without keys.
+    pub insecure: bool,
+    /// PEM certificate chain and key files: serve HTTPS.
+    pub tls: Option<TlsFiles>,
+    /// Uploads per minute per key (per client address without keys).
+    pub upload_rate_per_min: u32,
+    /// Longest time any request may take.
+    pub request_timeout: Duration,
+    /// Largest total size of a request's headers.
+    pub max_header_bytes: usize,
+}
+
+/// A certificate chain and its private key, PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
 }
 
 impl Default for ServeConfig {
     /// `127.0.0.1:8080`, `./data`, the embedded queue, 100 MiB uploads,
     /// [`Pools::default`], 300 s job timeout, 3 retries, results kept 7
     /// days, 25 s shutdown grace, [`Limits::default`], built-in summaries
-    /// (no LLM endpoint), [`NotifyConfig::default`] (no mail).
+    /// (no LLM endpoint), [`NotifyConfig::default`] (no mail), no API keys
+    /// (loopback only), plaintext, 600 uploads a minute per key, 300 s
+    /// request timeout, 16 KiB of headers.
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -124,6 +149,12 @@ impl Default for ServeConfig {
             extractor: None,
             llm: None,
             notify: NotifyConfig::default(),
+            keys: Keys::default(),
+            insecure: false,
+            tls: None,
+            upload_rate_per_min: 600,
+            request_timeout: Duration::from_secs(300),
+            max_header_bytes: 16 * 1024,
         }
     }
 }

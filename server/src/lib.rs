@@ -11,14 +11,17 @@
 //!   and the sandbox that runs readers in a child process.
 //! - [`notify`]: WebSocket subscriptions, signed webhooks, completion mail.
 //! - [`results`]: the result store; [`config`]: settings; [`serve`]: wiring.
+//! - [`settings`]: layered settings (defaults, TOML file, environment, flags).
 
 pub mod analysis;
 pub mod config;
 pub mod extract;
 pub mod http;
 pub mod llm;
+pub mod metrics;
 pub mod notify;
 pub mod queue;
 pub mod results;
 pub mod serve;
+pub mod settings;
 pub mod worker;

@@ -174,7 +174,8 @@ impl Summarizer {
 /// `e` with its sources, which is where reqwest puts the useful part.
 /// reqwest is built without a bundled crypto provider; ring is ours.
 /// Installing twice is harmless (the second attempt reports an error).
-pub(crate) fn install_crypto() {
+/// Installs ring as rustls' process-wide crypto provider (once).
+pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 

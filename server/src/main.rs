@@ -1,7 +1,8 @@
 //! The `docproc` binary: the processing server, its workers, and the broker.
 
 mod broker_cmd;
-mod notify_args;
+mod cli_settings;
+mod client_cmd;
 mod serve_cmd;
 
 use clap::{Parser, Subcommand};
@@ -22,24 +23,58 @@ enum Command {
     Worker(serve_cmd::WorkerArgs),
     /// Run the durable priority broker over gRPC.
     Broker(broker_cmd::BrokerArgs),
+    /// Upload a document; with --wait, follow it to the end.
+    Submit(client_cmd::SubmitArgs),
+    /// Show a job's status.
+    Status(client_cmd::JobArgs),
+    /// Cancel a job.
+    Cancel(client_cmd::JobArgs),
+    /// Queue depth and counters per job type.
+    Stats(client_cmd::StatsArgs),
+    /// List failed (dead) jobs.
+    Dead(client_cmd::DeadArgs),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Extract one file (run by the server in a sandboxed child process).
     #[command(hide = true)]
     Extract(serve_cmd::ExtractArgs),
 }
 
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Make a new random API key; prints the key (give it to the client)
+    /// and its configuration entry (put it in auth.keys / DOCPROC_API_KEYS).
+    New {
+        /// Name shown in logs and metrics.
+        #[arg(long)]
+        name: String,
+        /// read, worker, write or admin.
+        #[arg(long, default_value = "write")]
+        scope: String,
+    },
+}
+
+fn new_key(name: &str, scope: &str) -> anyhow::Result<()> {
+    use docproc_broker::auth::{generate, Scope};
+    let scope: Scope = scope.parse().map_err(anyhow::Error::msg)?;
+    let (key, entry) = generate(name, scope).map_err(anyhow::Error::msg)?;
+    println!("key:    {key}");
+    println!("entry:  {}", entry.entry());
+    eprintln!("The key is shown once; only the entry (its hash) goes into the configuration.");
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let cli = Cli::parse();
-    if let Command::Extract(args) = cli.command {
-        // No runtime, no threads: a parser crash takes down only this process.
-        std::process::exit(serve_cmd::extract(args));
+    match cli.command {
+        Command::Extract(args) => {
+            // No runtime, no threads: a parser crash takes down only this process.
+            cli_settings::init_logging(false, "info");
+            std::process::exit(serve_cmd::extract(args));
+        }
+        Command::Key(KeyCommand::New { name, scope }) => return new_key(&name, &scope),
+        _ => {}
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -49,7 +84,12 @@ fn main() -> anyhow::Result<()> {
             Command::Serve(args) => serve_cmd::serve(args).await,
             Command::Worker(args) => serve_cmd::worker(args).await,
             Command::Broker(args) => broker_cmd::run(args).await,
-            Command::Extract(_) => Ok(()),
+            Command::Submit(a) => client_cmd::submit(a).await,
+            Command::Status(a) => client_cmd::status(a).await,
+            Command::Cancel(a) => client_cmd::cancel(a).await,
+            Command::Stats(a) => client_cmd::stats(a).await,
+            Command::Dead(a) => client_cmd::dead(a).await,
+            Command::Extract(_) | Command::Key(_) => Ok(()),
         }
     })
 }

@@ -11,7 +11,10 @@ use tokio::sync::watch;
 
 use crate::config::ServeConfig;
 use crate::extract::sandbox::Sandbox;
+use crate::http::guard::RateLimiter;
+use crate::http::tls::{ClientAddr, TlsListener};
 use crate::http::{app, AppState};
+use crate::metrics::Metrics;
 use crate::notify::webhook::load_or_create_secret;
 use crate::notify::{self, Hub, Notifier, NotifyError};
 use crate::queue::{self, QueueError};
@@ -33,6 +36,9 @@ pub enum ServeError {
     /// The notification settings cannot work.
     #[error("notifications: {0}")]
     Notify(#[from] NotifyError),
+    /// The TLS certificate or key cannot be used.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// How often old results are looked for.
@@ -55,18 +61,16 @@ fn notifier(
     cfg: &ServeConfig,
     queue: Arc<dyn crate::queue::Queue>,
     results: ResultStore,
+    metrics: Arc<Metrics>,
 ) -> Result<Arc<Notifier>, ServeError> {
     std::fs::create_dir_all(&cfg.data_dir)?;
     let secret = load_or_create_secret(
         cfg.notify.webhook.secret.as_deref(),
         &cfg.webhook_secret_file(),
     )?;
-    Ok(Arc::new(Notifier::new(
-        &cfg.notify,
-        &secret,
-        results,
-        queue,
-    )?))
+    let mut n = Notifier::new(&cfg.notify, &secret, results, queue)?;
+    n.webhooks.metrics = metrics;
+    Ok(Arc::new(n))
 }
 
 fn workers(
@@ -96,10 +100,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let cfg = Arc::new(cfg);
+    let tls = match &cfg.tls {
+        Some(t) => Some(crate::http::tls::server_config(&t.cert, &t.key).map_err(ServeError::Tls)?),
+        None => None,
+    };
+    let metrics = Arc::new(Metrics::default());
     let queue = queue::open(&cfg.queue_url()).await?;
     let results = ResultStore::open(cfg.results_dir())?;
     tokio::fs::create_dir_all(cfg.uploads_dir()).await?;
-    let notifier = notifier(&cfg, queue.clone(), results.clone())?;
+    let notifier = notifier(&cfg, queue.clone(), results.clone(), metrics.clone())?;
     let ctx = Arc::new(workers(
         &cfg,
         queue.clone(),
@@ -108,8 +117,9 @@ pub async fn serve(
     )?);
     let (stop, stopped) = watch::channel(false);
     let mut workers = worker::start(ctx.clone(), stopped.clone());
+    let ctx_for_drain = ctx.clone();
     let hub = Hub::new(queue.clone(), cfg.notify.hub.clone());
-    let hub_task = tokio::spawn(hub.clone().run(stopped.clone()));
+    let hub_task = tokio::spawn(hub.clone().run(stopped.clone(), Some(metrics.clone())));
     let expired = tokio::spawn(notify::watch_expired(
         queue.clone(),
         notifier.clone(),
@@ -130,6 +140,8 @@ pub async fn serve(
         hub,
         notifier,
         closing,
+        metrics,
+        upload_limiter: Arc::new(RateLimiter::new(cfg.upload_rate_per_min)),
     };
     tracing::info!(
         listen = %listener.local_addr()?,
@@ -142,11 +154,21 @@ pub async fn serve(
         // WebSocket connections close (1001) so the server can finish.
         closing_tx.send_replace(true);
     };
-    let served = axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let app = app(state).into_make_service_with_connect_info::<ClientAddr>();
+    let served = match tls {
+        Some(tls) => {
+            axum::serve(TlsListener::new(listener, tls)?, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    };
     stop.send_replace(true);
-    drain(&mut workers, cfg.shutdown_grace).await;
+    drain(&mut workers, &ctx_for_drain, cfg.shutdown_grace).await;
     let _ = sweeper.await;
     let _ = hub_task.await;
     let _ = expired.await;
@@ -162,35 +184,49 @@ pub async fn work(
 ) -> Result<(), ServeError> {
     let queue = queue::open(&cfg.queue_url()).await?;
     let results = ResultStore::open(cfg.results_dir())?;
-    let notifier = notifier(&cfg, queue.clone(), results.clone())?;
+    let notifier = notifier(&cfg, queue.clone(), results.clone(), Arc::default())?;
     let ctx = Arc::new(workers(&cfg, queue.clone(), results, notifier)?);
     let (stop, stopped) = watch::channel(false);
-    let mut workers = worker::start(ctx, stopped);
+    let mut workers = worker::start(ctx.clone(), stopped);
     tracing::info!(queue = %queue.backend(), pools = ?cfg.pools, "docproc worker ready");
     shutdown.await;
     stop.send_replace(true);
-    drain(&mut workers, cfg.shutdown_grace).await;
+    drain(&mut workers, &ctx, cfg.shutdown_grace).await;
     queue.close().await;
     Ok(())
 }
 
-/// Removes results past the retention, and uploads as old (those of jobs
-/// whose worker died with them and that failed by lease expiry).
-/// Lets jobs in hand finish within `grace`, then aborts their tasks (which
-/// kills their extractors); the queue hands those jobs out again when
-/// their leases expire.
-async fn drain(workers: &mut tokio::task::JoinSet<()>, grace: Duration) {
-    let all_done = async { while workers.join_next().await.is_some() {} };
-    if tokio::time::timeout(grace, all_done).await.is_err() {
-        tracing::warn!(
-            ?grace,
-            "jobs still running after the shutdown grace; handing them back"
-        );
+/// Lets jobs in hand finish within `grace`; then extractions still running
+/// are stopped and their jobs handed back to the queue, and after a few more
+/// seconds any other task left (a notification, an analysis) is aborted and
+/// its job returns when its lease expires.
+async fn drain(workers: &mut tokio::task::JoinSet<()>, ctx: &WorkerContext, grace: Duration) {
+    if tokio::time::timeout(grace, join_all(workers)).await.is_ok() {
+        return;
+    }
+    tracing::warn!(
+        ?grace,
+        "jobs still running after the shutdown grace; handing them back"
+    );
+    ctx.hand_back.send_replace(true);
+    if tokio::time::timeout(HAND_BACK_WAIT, join_all(workers))
+        .await
+        .is_err()
+    {
         workers.abort_all();
-        while workers.join_next().await.is_some() {}
+        join_all(workers).await;
     }
 }
 
+async fn join_all(workers: &mut tokio::task::JoinSet<()>) {
+    while workers.join_next().await.is_some() {}
+}
+
+/// How long handing jobs back may take before the tasks are aborted.
+const HAND_BACK_WAIT: Duration = Duration::from_secs(5);
+
+/// Removes results past the retention, and uploads as old (those of jobs
+/// whose worker died with them and that failed by lease expiry).
 async fn sweep(
     results: ResultStore,
     uploads: std::path::PathBuf,

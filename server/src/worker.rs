@@ -71,6 +71,9 @@ pub struct WorkerContext {
     pub summarizer: Option<Summarizer>,
     /// Sends webhooks and mail (and runs their delivery jobs).
     pub notifier: Option<Arc<Notifier>>,
+    /// Turns true when the shutdown grace is over: extractions in hand stop
+    /// and their jobs go back to the queue at once.
+    pub hand_back: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for WorkerContext {
@@ -105,7 +108,22 @@ impl WorkerContext {
             heartbeat: None,
             summarizer: None,
             notifier: None,
+            hand_back: watch::channel(false).0,
         }
+    }
+
+    /// `(job type, workers, busy)` of every pool.
+    pub fn gauges(&self) -> Vec<(String, usize, usize)> {
+        self.gauges
+            .iter()
+            .map(|(t, g)| {
+                (
+                    t.to_string(),
+                    g.size.load(Ordering::Relaxed),
+                    g.busy.load(Ordering::Relaxed),
+                )
+            })
+            .collect()
     }
 
     /// `{job_type: {size, busy}}`, for the stats endpoint.
@@ -127,8 +145,8 @@ impl WorkerContext {
     }
 }
 
-/// Starts every pool; the tasks stop when `shutdown` turns true (a job in
-/// hand is left to its lease: it is retried elsewhere after the timeout).
+/// Starts every pool; the tasks stop taking jobs when `shutdown` turns true
+/// and finish the job in hand (or hand it back when `hand_back` turns true).
 pub fn start(ctx: Arc<WorkerContext>, shutdown: watch::Receiver<bool>) -> JoinSet<()> {
     let mut set = JoinSet::new();
     for (job_type, gauge) in &ctx.gauges {
@@ -184,6 +202,9 @@ async fn run(
         }
     }
 }
+
+/// How soon a job handed back at shutdown may run again.
+const HAND_BACK_DELAY: Duration = Duration::from_millis(1);
 
 /// Least time between two progress writes of one job.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
@@ -259,9 +280,20 @@ async fn extract_job(ctx: &WorkerContext, mut lease: Lease) {
     // The first report is written at once, later ones throttled.
     let now = tokio::time::Instant::now();
     let mut last_report = now.checked_sub(PROGRESS_EVERY).unwrap_or(now);
+    let mut hand_back = ctx.hand_back.subscribe();
     let outcome = loop {
         let beat = tokio::select! {
             r = &mut run => break Some(r),
+            () = async { let _ = hand_back.wait_for(|h| *h).await; } => {
+                // Kill the extractor and return the job now, not at the
+                // lease's end; it counts as an attempt, like an expiry.
+                drop(run);
+                let status = lease
+                    .fail_after("interrupted: the worker shut down; handed back", HAND_BACK_DELAY)
+                    .await;
+                tracing::info!(?status, "job handed back at shutdown");
+                return;
+            }
             _ = tick.tick() => lease.heartbeat().await,
             // Progress renews the lease too; at most one write per PROGRESS_EVERY.
             Ok(()) = reports.changed(), if last_report.elapsed() >= PROGRESS_EVERY => {

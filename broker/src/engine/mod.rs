@@ -613,6 +613,13 @@ impl Broker {
         self.inner.store.fatal()
     }
 
+    /// Latency of durable writes (fsync of group commits; WAL syncs in
+    /// batch mode): cumulative counts per [`SYNC_BOUNDS`](crate::SYNC_BOUNDS),
+    /// sum in seconds, count.
+    pub fn sync_latency(&self) -> (Vec<u64>, f64, u64) {
+        self.inner.store.sync_latency().snapshot()
+    }
+
     /// Stops the timer driver, writes everything submitted, syncs and closes
     /// the database. Calls made afterwards fail with `Unavailable`.
     pub fn close(&self) {

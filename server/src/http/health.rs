@@ -1,5 +1,6 @@
-//! `GET /healthz` (the process answers) and `GET /readyz` (it can take
-//! work: not shutting down, and the queue backend answers in time).
+//! `GET /healthz` (the process answers), `GET /readyz` (it can take work:
+//! not shutting down, and the queue backend answers in time) and
+//! `GET /metrics` (Prometheus text format).
 
 use std::time::Duration;
 
@@ -19,6 +20,28 @@ pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+async fn metrics(State(st): State<AppState>) -> Response {
+    let queue = match tokio::time::timeout(PROBE_TIMEOUT, st.queue.stats()).await {
+        Ok(Ok(s)) => Some(s),
+        _ => None,
+    };
+    let snap = crate::metrics::Snapshot {
+        queue,
+        workers: st.workers.as_ref().map(|w| w.gauges()).unwrap_or_default(),
+        fsync: st.queue.fsync_latency(),
+        websockets: Some(st.hub.stats().connections as u64),
+    };
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        st.metrics.render(&snap),
+    )
+        .into_response()
 }
 
 async fn healthz() -> Json<serde_json::Value> {

@@ -1,8 +1,10 @@
 //! The HTTP API: one file per resource, each with its `router()`; shared
 //! state; the error body `{"code","message"}` every failure answers with.
 
+pub mod guard;
 mod health;
 mod jobs;
+pub mod tls;
 
 pub(crate) use jobs::split;
 mod stats;
@@ -40,6 +42,10 @@ pub struct AppState {
     pub notifier: Arc<Notifier>,
     /// Turns true when the server starts shutting down (WebSockets close).
     pub closing: tokio::sync::watch::Receiver<bool>,
+    /// Counters and histograms of `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Upload rate per API key.
+    pub upload_limiter: Arc<guard::RateLimiter>,
 }
 
 impl axum::extract::FromRef<AppState> for WsState {
@@ -60,6 +66,10 @@ pub fn app(state: AppState) -> Router {
         .merge(stats::router())
         .merge(health::router())
         .route("/api/ws", axum::routing::get(crate::notify::ws::handler))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::guard,
+        ))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(state)
 }

@@ -360,7 +360,11 @@ impl Hub {
 
     /// Feeds the hub from the queue's watch stream until `stop` turns
     /// true; a broken stream is watched again and its subscribers resync.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    pub async fn run(
+        self,
+        mut stop: watch::Receiver<bool>,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
+    ) {
         let mut backoff = Duration::from_millis(100);
         let mut first = true;
         while !*stop.borrow() {
@@ -399,7 +403,12 @@ impl Hub {
                     _ = stop.wait_for(|s| *s) => return,
                 };
                 match next {
-                    Some(Ok(e)) => self.dispatch(e),
+                    Some(Ok(e)) => {
+                        if let Some(m) = &metrics {
+                            m.job_event(&e.ev);
+                        }
+                        self.dispatch(e)
+                    }
                     Some(Err(QueueError::Lagged(n))) => {
                         tracing::warn!(dropped = n, "the hub fell behind the queue's events");
                         self.resync_all(&format!("{n} events were dropped upstream"));

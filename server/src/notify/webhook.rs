@@ -233,6 +233,8 @@ pub struct Webhooks {
     cfg: WebhookConfig,
     results: ResultStore,
     queue: Arc<dyn crate::queue::Queue>,
+    /// Where attempt outcomes are counted.
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for Webhooks {
@@ -273,6 +275,7 @@ impl Webhooks {
             cfg,
             results,
             queue,
+            metrics: Arc::default(),
         })
     }
 
@@ -309,6 +312,7 @@ impl Webhooks {
             .saturating_add(u64::try_from(self.cfg.retry_window.as_millis()).unwrap_or(u64::MAX));
         match outcome {
             Outcome::Delivered(code) => {
+                self.metrics.webhook("delivered");
                 st.state = "delivered".into();
                 st.last_status_code = Some(code);
                 self.record(&p.source_job, &st).await;
@@ -319,6 +323,7 @@ impl Webhooks {
                     .await;
             }
             Outcome::Stop { code, error } => {
+                self.metrics.webhook("failed");
                 st.state = "failed".into();
                 st.last_status_code = code;
                 st.last_error = Some(error.clone());
@@ -334,11 +339,13 @@ impl Webhooks {
                         "{error}; gave up after {attempt} attempts over the {}s retry window",
                         self.cfg.retry_window.as_secs()
                     );
+                    self.metrics.webhook("failed");
                     st.state = "failed".into();
                     st.last_error = Some(error.clone());
                     self.record(&p.source_job, &st).await;
                     let _ = lease.fail_permanently(&error).await;
                 } else {
+                    self.metrics.webhook("retry");
                     st.state = "pending".into();
                     st.last_error = Some(error.clone());
                     st.next_attempt_at = Some(rfc3339(due));

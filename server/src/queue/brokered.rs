@@ -41,6 +41,11 @@ const PRODUCE_CHUNK: usize = 1000;
 /// [`QueueError::LeaseLost`]).
 #[async_trait]
 pub trait BrokerApi: Clone + Send + Sync + 'static {
+    /// Latency of durable writes, when the broker runs in this process:
+    /// cumulative bucket counts, sum in seconds, count.
+    fn sync_latency(&self) -> Option<(Vec<u64>, f64, u64)> {
+        None
+    }
     /// Stores messages; their ids in order.
     async fn produce(&self, msgs: Vec<pb::NewMessage>) -> Result<Vec<u64>>;
     /// A message with its payload.
@@ -321,6 +326,16 @@ fn list_request(q: &ListQuery) -> Result<pb::ListRequest> {
 impl<B: BrokerApi> Queue for BrokerQueue<B> {
     fn backend(&self) -> &'static str {
         self.name
+    }
+
+    fn fsync_latency(&self) -> Option<crate::metrics::Histogram> {
+        let (counts, sum, count) = self.api.sync_latency()?;
+        Some(crate::metrics::Histogram::from_parts(
+            &docproc_broker::SYNC_BOUNDS,
+            counts,
+            sum,
+            count,
+        ))
     }
 
     async fn publish(&self, jobs: Vec<NewJob>) -> Result<Vec<JobId>> {

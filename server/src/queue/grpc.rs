@@ -1,4 +1,4 @@
-//! `grpc://HOST:PORT`: a remote `docproc broker` through the client library,
+//! `grpc://[KEY@]HOST:PORT`, `grpcs://…` (TLS): a remote `docproc broker` through the client library,
 //! so workers can run on other hosts than the broker.
 
 use std::sync::Arc;
@@ -17,15 +17,27 @@ use super::url::{QueueUrl, COMMON_PARAMS};
 /// A remote broker as a [`Queue`](super::Queue).
 pub type GrpcQueue = BrokerQueue<Remote>;
 
-/// Connects to `grpc://HOST:PORT`; fails at once when nothing answers there.
+/// Connects to `grpc://[KEY@]HOST:PORT` or `grpcs://[KEY@]HOST:PORT[?ca=PATH]`
+/// (TLS); fails at once when nothing answers there.
 pub async fn connect(u: &QueueUrl) -> Result<GrpcQueue> {
-    u.only(&COMMON_PARAMS)?;
+    u.only(&[COMMON_PARAMS[0], COMMON_PARAMS[1], "ca"])?;
     if u.target.is_empty() {
-        return Err(u.invalid("grpc:// needs HOST:PORT"));
+        return Err(u.invalid(format!("{}:// needs HOST:PORT", u.scheme)));
     }
-    let client = Client::connect(&format!("grpc://{}", u.target))
+    let ca = u
+        .param("ca")
+        .map(|p| format!("?ca={p}"))
+        .unwrap_or_default();
+    let client = Client::connect(&format!("{}://{}{ca}", u.scheme, u.target))
         .await
         .map_err(map(0))?;
+    // A missing or wrong API key stops startup instead of every later call.
+    match client.stats(Some("docproc.auth-check")).await {
+        Err(e @ (ClientError::Unauthenticated(_) | ClientError::PermissionDenied(_))) => {
+            return Err(u.invalid(format!("the broker refused the connection: {e}")));
+        }
+        _ => {}
+    }
     let remote = Remote {
         client,
         closed: Arc::new(watch::channel(false).0),

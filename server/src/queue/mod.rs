@@ -158,6 +158,11 @@ pub trait Queue: Send + Sync {
     /// Stops consumers and releases the backend (for the embedded broker:
     /// writes everything and closes the database). Idempotent.
     async fn close(&self);
+
+    /// Latency of the backend's fsyncs, when it runs in this process.
+    fn fsync_latency(&self) -> Option<crate::metrics::Histogram> {
+        None
+    }
 }
 
 /// A watch stream over a backend's broadcast of events, until `closed`
@@ -204,7 +209,7 @@ pub async fn open(url: &str) -> Result<Arc<dyn Queue>> {
     match u.scheme.as_str() {
         "rocksdb" => Ok(Arc::new(rocksdb::open(&u)?)),
         "memory" => Ok(Arc::new(memory::open(&u)?)),
-        "grpc" => Ok(Arc::new(grpc::connect(&u).await?)),
+        "grpc" | "grpcs" => Ok(Arc::new(grpc::connect(&u).await?)),
         "redis" => Ok(Arc::new(redis::open(&u).await?)),
         #[cfg(feature = "kafka")]
         "kafka" => Ok(Arc::new(kafka::open(&u).await?)),

@@ -10,6 +10,7 @@ use docproc_broker::{pb, Broker, BrokerConfig, Error as BrokerError};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use tokio::sync::{broadcast, watch, Notify};
+use tokio::task::JoinHandle;
 
 use super::brokered::{BrokerApi, BrokerQueue, Deliveries, Held};
 use super::error::{QueueError, Result};
@@ -53,13 +54,20 @@ pub fn open_with(
 pub struct Embedded {
     broker: Broker,
     closed: Arc<watch::Sender<bool>>,
+    /// Releases of leases whose consumer went away, still running; closing
+    /// waits for them.
+    releasing: Arc<watch::Sender<usize>>,
 }
+
+/// Longest close waits for leases still being released.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Embedded {
     fn new(broker: Broker) -> Self {
         Self {
             broker,
             closed: Arc::new(watch::channel(false).0),
+            releasing: Arc::new(watch::channel(0).0),
         }
     }
 
@@ -85,6 +93,10 @@ fn map(e: BrokerError) -> QueueError {
 
 #[async_trait]
 impl BrokerApi for Embedded {
+    fn sync_latency(&self) -> Option<(Vec<u64>, f64, u64)> {
+        Some(self.broker.sync_latency())
+    }
+
     async fn produce(&self, msgs: Vec<pb::NewMessage>) -> Result<Vec<u64>> {
         let out = self.broker.produce(msgs).await.map_err(map)?;
         Ok(out.into_iter().map(|(id, _)| id).collect())
@@ -152,12 +164,14 @@ impl BrokerApi for Embedded {
         let pull = Pull {
             broker: self.broker.clone(),
             closed: self.closed.subscribe(),
+            releasing: self.releasing.clone(),
             queues,
             notifies,
             worker,
             prefetch,
             next: 0,
             buf: VecDeque::new(),
+            inflight: None,
             done: false,
         };
         Ok(futures::stream::unfold(pull, Pull::next).boxed())
@@ -179,6 +193,8 @@ impl BrokerApi for Embedded {
 
     async fn close(&self) {
         self.closed.send_replace(true);
+        let mut releasing = self.releasing.subscribe();
+        let _ = tokio::time::timeout(RELEASE_WAIT, releasing.wait_for(|n| *n == 0)).await;
         self.broker.close();
     }
 }
@@ -187,6 +203,7 @@ impl BrokerApi for Embedded {
 struct Pull {
     broker: Broker,
     closed: watch::Receiver<bool>,
+    releasing: Arc<watch::Sender<usize>>,
     queues: Vec<String>,
     notifies: Vec<Arc<Notify>>,
     worker: String,
@@ -194,7 +211,47 @@ struct Pull {
     /// The queue to try first next time, so types take turns.
     next: usize,
     buf: VecDeque<pb::Delivery>,
+    /// A lease call under way. It runs as its own task so that a consumer
+    /// dropping this stream mid-call (a worker shutting down) cannot lose
+    /// messages the broker already leased: see `Drop`.
+    inflight: Option<JoinHandle<Result<Vec<pb::Delivery>, BrokerError>>>,
     done: bool,
+}
+
+/// Error recorded on messages a consumer leased but never handed out.
+const RELEASED: &str = "released: the consumer stopped before handing the job out";
+
+impl Drop for Pull {
+    /// Messages leased for a consumer that went away go back at once (as a
+    /// retry, like an expired lease) instead of waiting out their lease.
+    fn drop(&mut self) {
+        let buf: Vec<pb::Delivery> = self.buf.drain(..).collect();
+        let inflight = self.inflight.take();
+        if buf.is_empty() && inflight.is_none() {
+            return;
+        }
+        let broker = self.broker.clone();
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let releasing = self.releasing.clone();
+        releasing.send_modify(|n| *n += 1);
+        rt.spawn(async move {
+            let mut all = buf;
+            if let Some(Ok(Ok(got))) = match inflight {
+                Some(h) => Some(h.await),
+                None => None,
+            } {
+                all.extend(got);
+            }
+            for d in all {
+                if let Err(e) = broker.nack(d.id, d.lease_token, RELEASED, 1, false).await {
+                    tracing::debug!(id = d.id, error = %e, "could not release a lease");
+                }
+            }
+            releasing.send_modify(|n| *n -= 1);
+        });
+    }
 }
 
 impl Pull {
@@ -219,11 +276,21 @@ impl Pull {
             let n = self.queues.len();
             for i in 0..n {
                 let at = (self.next + i) % n;
-                match self
-                    .broker
-                    .lease(&self.queues[at], self.prefetch, &self.worker)
-                    .await
-                {
+                let (broker, queue, prefetch, worker) = (
+                    self.broker.clone(),
+                    self.queues[at].clone(),
+                    self.prefetch,
+                    self.worker.clone(),
+                );
+                let call = self.inflight.insert(tokio::spawn(async move {
+                    broker.lease(&queue, prefetch, &worker).await
+                }));
+                let leased = match call.await {
+                    Ok(r) => r,
+                    Err(e) => Err(BrokerError::Unavailable(format!("lease task: {e}"))),
+                };
+                self.inflight = None;
+                match leased {
                     Ok(got) if got.is_empty() => {}
                     Ok(got) => {
                         self.next = (at + 1) % n;

@@ -23,7 +23,7 @@ impl QueueUrl {
     /// Splits a URL; fails when there is no `scheme://`.
     pub fn parse(raw: &str) -> Result<Self> {
         let invalid = |reason: &str| QueueError::InvalidUrl {
-            url: raw.to_string(),
+            url: docproc_client::redact(raw),
             reason: reason.to_string(),
         };
         let (scheme, rest) = raw
@@ -51,7 +51,7 @@ impl QueueUrl {
     /// An `InvalidUrl` error about this URL.
     pub fn invalid(&self, reason: impl Into<String>) -> QueueError {
         QueueError::InvalidUrl {
-            url: self.raw.clone(),
+            url: docproc_client::redact(&self.raw),
             reason: reason.into(),
         }
     }

@@ -34,8 +34,18 @@ impl Drop for BrokerProcess {
 /// Starts `docproc broker` on a free port with `extra` flags and waits for
 /// the address it logs.
 pub fn broker_process(dir: &std::path::Path, extra: &[&str]) -> BrokerProcess {
+    let (child, addr) = docproc_process("broker", dir, extra);
+    BrokerProcess {
+        child,
+        url: format!("grpc://{addr}"),
+    }
+}
+
+/// Starts `docproc CMD --listen 127.0.0.1:0 --data-dir DIR EXTRA…` and
+/// waits for the address it logs.
+pub fn docproc_process(cmd: &str, dir: &std::path::Path, extra: &[&str]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_docproc"))
-        .args(["broker", "--listen", "127.0.0.1:0"])
+        .args([cmd, "--listen", "127.0.0.1:0"])
         .args(extra)
         .arg("--data-dir")
         .arg(dir)
@@ -43,7 +53,7 @@ pub fn broker_process(dir: &std::path::Path, extra: &[&str]) -> BrokerProcess {
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
-        .expect("spawn docproc broker");
+        .expect("spawn docproc");
     let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -60,11 +70,8 @@ pub fn broker_process(dir: &std::path::Path, extra: &[&str]) -> BrokerProcess {
     });
     let addr = rx
         .recv_timeout(Duration::from_secs(60))
-        .expect("broker announced its address");
-    BrokerProcess {
-        child,
-        url: format!("grpc://{addr}"),
-    }
+        .expect("docproc announced its address");
+    (child, addr)
 }
 
 /// A child process killed when dropped.
@@ -294,8 +301,36 @@ pub async fn request(
     path: &str,
     body: Option<(&str, Vec<u8>)>,
 ) -> Response {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    request_with(addr, method, path, &[], body).await
+}
+
+/// [`request`] with extra headers.
+pub async fn request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, Vec<u8>)>,
+) -> Response {
+    try_request(addr, method, path, headers, body)
+        .await
+        .expect("connect and get an answer")
+}
+
+/// [`request_with`], `None` when the connection fails or ends without an
+/// answer (a server going away).
+pub async fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, Vec<u8>)>,
+) -> Option<Response> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
     let body = match body {
         Some((ct, b)) => {
             head.push_str(&format!(
@@ -307,12 +342,14 @@ pub async fn request(
         None => Vec::new(),
     };
     head.push_str("\r\n");
-    s.write_all(head.as_bytes()).await.expect("write");
+    s.write_all(head.as_bytes()).await.ok()?;
     // The server may answer (413) before reading the whole body.
     let _ = s.write_all(&body).await;
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw).await;
-    parse_response(&raw)
+    raw.windows(4)
+        .any(|w| w == b"\r\n\r\n")
+        .then(|| parse_response(&raw))
 }
 
 fn parse_response(raw: &[u8]) -> Response {

@@ -1,0 +1,309 @@
+//! What every request passes through before its handler: a request id and
+//! its log span, the header size limit, API key authentication and scope,
+//! the per-key upload rate, the request timeout, and the request counters
+//! of `/metrics`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use docproc_broker::auth::{ApiKey, Denied, Keys, Scope};
+use parking_lot::Mutex;
+use tracing::Instrument;
+
+use super::tls::ClientAddr;
+use super::{ApiError, AppState};
+
+/// The cookie the dashboard keeps its key in.
+pub const KEY_COOKIE: &str = "docproc_key";
+/// Header the dashboard sends with cookie-authenticated changes; another
+/// site cannot send it without a CORS preflight, which is never approved.
+pub const CSRF_HEADER: &str = "x-docproc-ui";
+
+/// Routes answered without a key: probes of orchestrators and load
+/// balancers, and the dashboard's login.
+fn public(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/ui/login")
+}
+
+/// The key a request is made with, for handlers that care.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The key, or `None` when no keys are configured.
+    pub key: Option<ApiKey>,
+}
+
+/// Name of the rate-limit bucket: the key, else the client's address.
+fn bucket(caller: &Caller, req: &Request) -> String {
+    match (
+        &caller.key,
+        req.extensions().get::<ConnectInfo<ClientAddr>>(),
+    ) {
+        (Some(k), _) => format!("key:{}", k.name),
+        (None, Some(ConnectInfo(ClientAddr(addr)))) => format!("addr:{}", addr.ip()),
+        (None, None) => "anonymous".into(),
+    }
+}
+
+/// The scope a request needs: reading is `read`, changing is `write`.
+fn needed(method: &Method) -> Scope {
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        Scope::Read
+    } else {
+        Scope::Write
+    }
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Authenticates by `Authorization: Bearer`, or the dashboard's cookie
+/// (with the CSRF header on changes and a same-origin WebSocket).
+fn authenticate(keys: &Keys, req: &Request) -> Result<Option<ApiKey>, ApiError> {
+    let need = needed(req.method());
+    let headers = req.headers();
+    let from_header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let result = match (from_header, cookie(headers, KEY_COOKIE)) {
+        (Some(h), _) => keys.authorize(Some(h), need),
+        (None, Some(k)) => {
+            let changing = need > Scope::Read;
+            if changing && !headers.contains_key(CSRF_HEADER) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "csrf",
+                    format!("cookie-authenticated changes need the {CSRF_HEADER} header"),
+                ));
+            }
+            if headers.contains_key(header::UPGRADE) && !same_origin(headers) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "csrf",
+                    "a cookie-authenticated WebSocket must come from this origin",
+                ));
+            }
+            keys.authorize(Some(&format!("Bearer {k}")), need)
+        }
+        (None, None) => keys.authorize(None, need),
+    };
+    match result {
+        Ok(k) => Ok(k.cloned()),
+        Err(d) => Err(denied(d)),
+    }
+}
+
+fn same_origin(headers: &HeaderMap) -> bool {
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    match (host, origin) {
+        (Some(h), Some(o)) => o
+            .split_once("://")
+            .is_some_and(|(_, rest)| rest.trim_end_matches('/') == h),
+        _ => false,
+    }
+}
+
+fn denied(d: Denied) -> ApiError {
+    if d.is_forbidden() {
+        ApiError::new(StatusCode::FORBIDDEN, "permission_denied", d.to_string())
+    } else {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", d.to_string())
+    }
+}
+
+/// A short unique id for requests that bring none.
+fn request_id(headers: &HeaderMap) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            format!("{:x}-{n}", crate::notify::now_ms() / 1000)
+        })
+}
+
+/// Token buckets per caller: `per_min` uploads a minute, bursts up to that.
+#[derive(Debug)]
+pub struct RateLimiter {
+    per_min: f64,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl RateLimiter {
+    /// `per_min` requests a minute per bucket.
+    pub fn new(per_min: u32) -> Self {
+        Self {
+            per_min: f64::from(per_min.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one token, or tells how long until one is there.
+    pub fn take(&self, bucket: &str) -> Result<(), Duration> {
+        let now = Instant::now();
+        let rate = self.per_min / 60.0;
+        let mut b = self.buckets.lock();
+        if b.len() > 100_000 {
+            // Full buckets carry no state worth keeping.
+            b.retain(|_, (tokens, at)| *tokens + at.elapsed().as_secs_f64() * rate < self.per_min);
+        }
+        let (tokens, at) = b.entry(bucket.to_string()).or_insert((self.per_min, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(self.per_min);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - *tokens) / rate))
+        }
+    }
+}
+
+/// The middleware; see the module doc.
+pub async fn guard(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().clone();
+    let id = request_id(req.headers());
+    let span = tracing::info_span!("request", id = %id, method = %method, route = %route);
+    let response = async {
+        let header_bytes: usize = req
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum();
+        if header_bytes > st.config.max_header_bytes {
+            return ApiError::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+                format!(
+                    "the request's headers exceed {} bytes",
+                    st.config.max_header_bytes
+                ),
+            )
+            .into_response();
+        }
+        let caller = if public(req.uri().path()) {
+            Caller { key: None }
+        } else {
+            match authenticate(&st.config.keys, &req) {
+                Ok(key) => Caller { key },
+                Err(e) => {
+                    tracing::info!(code = e.code, "refused: {}", e.message);
+                    return e.into_response();
+                }
+            }
+        };
+        if method == Method::POST && route == "/api/upload-async" {
+            if *st.closing.borrow() {
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "draining",
+                    "the server is shutting down; upload to another instance or retry",
+                )
+                .into_response();
+            }
+            if let Err(wait) = st.upload_limiter.take(&bucket(&caller, &req)) {
+                let secs = wait.as_secs() + 1;
+                let mut r = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!("too many uploads; retry in {secs} s"),
+                )
+                .into_response();
+                if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                    r.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                return r;
+            }
+        }
+        req.extensions_mut().insert(caller);
+        match tokio::time::timeout(st.config.request_timeout, next.run(req)).await {
+            Ok(r) => r,
+            Err(_) => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                format!(
+                    "the request took longer than {} s",
+                    st.config.request_timeout.as_secs()
+                ),
+            )
+            .into_response(),
+        }
+    }
+    .instrument(span.clone())
+    .await;
+    let mut response = response;
+    st.metrics.http(
+        &route,
+        method.as_str(),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limiter_allows_a_burst_then_refuses_with_a_wait() {
+        let l = RateLimiter::new(3);
+        assert!(l.take("a").is_ok() && l.take("a").is_ok() && l.take("a").is_ok());
+        let wait = l.take("a").unwrap_err();
+        assert!(
+            wait > Duration::from_secs(15) && wait <= Duration::from_secs(20),
+            "{wait:?}"
+        );
+        assert!(l.take("b").is_ok(), "buckets are per caller");
+    }
+
+    #[test]
+    fn request_ids_are_taken_when_sane() {
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&h), "abc-123");
+        h.insert("x-request-id", HeaderValue::from_static("a b"));
+        assert_ne!(request_id(&h), "a b");
+    }
+
+    #[test]
+    fn cookies_are_found_by_name() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("x=1; docproc_key=dp_k; y=2"),
+        );
+        assert_eq!(cookie(&h, KEY_COOKIE), Some("dp_k"));
+        assert_eq!(cookie(&h, "z"), None);
+    }
+}

@@ -1,0 +1,298 @@
+//! API keys on every route (HTTP, dashboard cookie, WebSocket), request
+//! limits and timeouts, upload rate limits.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{request_with, TestServer};
+use docproc_broker::auth::{generate, Keys, Scope};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+struct Keyed {
+    s: TestServer,
+    write: String,
+    read: String,
+}
+
+async fn keyed(edit: impl FnOnce(&mut docproc_server::config::ServeConfig)) -> Keyed {
+    let (write, w) = generate("client", Scope::Write).unwrap();
+    let (read, r) = generate("dashboard", Scope::Read).unwrap();
+    let keys = Keys::parse(&[w.entry(), r.entry()]).unwrap();
+    let s = TestServer::start(move |c| {
+        c.keys = keys;
+        edit(c);
+    })
+    .await;
+    Keyed { s, write, read }
+}
+
+fn bearer(k: &str) -> String {
+    format!("Bearer {k}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_needs_a_key_with_the_right_scope() {
+    let k = keyed(|_| {}).await;
+    let addr = k.s.addr;
+    let (ct, body) = common::multipart("a.csv", b"a,b\n1,2\n", &[]);
+    // A job to look at, made with the write key.
+    let up = request_with(
+        addr,
+        "POST",
+        "/api/upload-async",
+        &[("Authorization", &bearer(&k.write))],
+        Some((&ct, body.clone())),
+    )
+    .await;
+    assert_eq!(up.status, 202, "{}", up.text());
+    let id = up.json()["job_id"].as_str().unwrap().to_string();
+
+    let reads = [
+        "/api/jobs".to_string(),
+        "/api/queue/stats".into(),
+        format!("/api/job/{id}/status"),
+        format!("/api/job/{id}/result"),
+        format!("/api/job/{id}/html"),
+        "/metrics".into(),
+        "/api/ws".into(),
+    ];
+    for path in &reads {
+        let none = request_with(addr, "GET", path, &[], None).await;
+        none.assert_error(401, "unauthenticated");
+        let wrong = request_with(
+            addr,
+            "GET",
+            path,
+            &[("Authorization", "Bearer dp_nope")],
+            None,
+        )
+        .await;
+        wrong.assert_error(401, "unauthenticated");
+        let basic = request_with(
+            addr,
+            "GET",
+            path,
+            &[("Authorization", &format!("Basic {}", k.read))],
+            None,
+        )
+        .await;
+        basic.assert_error(401, "unauthenticated");
+        let ok = request_with(
+            addr,
+            "GET",
+            path,
+            &[("Authorization", &bearer(&k.read))],
+            None,
+        )
+        .await;
+        assert!(
+            ![401, 403].contains(&ok.status),
+            "{path} with the read key: {} {}",
+            ok.status,
+            ok.text()
+        );
+    }
+    // Changes: refused without a key, forbidden to the read key.
+    let changes: [(&str, String, Option<(&str, Vec<u8>)>); 2] = [
+        (
+            "POST",
+            "/api/upload-async".into(),
+            Some((ct.as_str(), body.clone())),
+        ),
+        ("DELETE", format!("/api/job/{id}"), None),
+    ];
+    for (method, path, body) in changes {
+        request_with(addr, method, &path, &[], body.clone())
+            .await
+            .assert_error(401, "unauthenticated");
+        request_with(
+            addr,
+            method,
+            &path,
+            &[("Authorization", &bearer(&k.read))],
+            body.clone(),
+        )
+        .await
+        .assert_error(403, "permission_denied");
+        let ok = request_with(
+            addr,
+            method,
+            &path,
+            &[("Authorization", &bearer(&k.write))],
+            body,
+        )
+        .await;
+        assert!(
+            ![401, 403].contains(&ok.status),
+            "{method} {path} with the write key: {}",
+            ok.text()
+        );
+    }
+    // Probes answer without a key.
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(
+            request_with(addr, "GET", path, &[], None).await.status,
+            200,
+            "{path}"
+        );
+    }
+    // The request id comes back, given or made.
+    let r = request_with(addr, "GET", "/healthz", &[("x-request-id", "req-42")], None).await;
+    assert_eq!(r.header("x-request-id"), Some("req-42"));
+    assert!(request_with(addr, "GET", "/healthz", &[], None)
+        .await
+        .header("x-request-id")
+        .is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_cookie_works_for_reads_and_needs_the_csrf_header_for_changes() {
+    let k = keyed(|_| {}).await;
+    let addr = k.s.addr;
+    let cookie = format!("theme=dark; docproc_key={}", k.write);
+    let r = request_with(addr, "GET", "/api/jobs", &[("Cookie", &cookie)], None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (ct, body) = common::multipart("a.csv", b"a,b\n1,2\n", &[]);
+    request_with(
+        addr,
+        "POST",
+        "/api/upload-async",
+        &[("Cookie", &cookie)],
+        Some((&ct, body.clone())),
+    )
+    .await
+    .assert_error(403, "csrf");
+    let ok = request_with(
+        addr,
+        "POST",
+        "/api/upload-async",
+        &[("Cookie", &cookie), ("x-docproc-ui", "1")],
+        Some((&ct, body)),
+    )
+    .await;
+    assert_eq!(ok.status, 202, "{}", ok.text());
+    let bad = format!("docproc_key={}x", k.write);
+    request_with(addr, "GET", "/api/jobs", &[("Cookie", &bad)], None)
+        .await
+        .assert_error(401, "unauthenticated");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_needs_a_key() {
+    let k = keyed(|_| {}).await;
+    let url = format!("ws://{}/api/ws?all=true", k.s.addr);
+    let refused = tokio_tungstenite::connect_async(url.as_str()).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => panic!("expected 401, got {:?}", other.map(|(_, r)| r.status())),
+    }
+    let mut req = url.as_str().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", bearer(&k.read).parse().unwrap());
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("upgrade with a key");
+    assert_eq!(resp.status(), 101);
+    use futures::StreamExt;
+    let first = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("a frame")
+        .expect("open")
+        .expect("frame");
+    assert!(first.to_text().unwrap().contains("subscribed"), "{first}");
+    // A cookie-authenticated WebSocket from another origin is refused.
+    let mut cross = url.as_str().into_client_request().unwrap();
+    cross
+        .headers_mut()
+        .insert("cookie", format!("docproc_key={}", k.read).parse().unwrap());
+    cross
+        .headers_mut()
+        .insert("origin", "https://evil.example".parse().unwrap());
+    match tokio_tungstenite::connect_async(cross).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
+        other => panic!("expected 403, got {:?}", other.map(|(_, r)| r.status())),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_are_rate_limited_per_key() {
+    let (a, ea) = generate("a", Scope::Write).unwrap();
+    let (b, eb) = generate("b", Scope::Write).unwrap();
+    let keys = Keys::parse(&[ea.entry(), eb.entry()]).unwrap();
+    let s = TestServer::start(move |c| {
+        c.keys = keys;
+        c.upload_rate_per_min = 2;
+        c.pools = common::no_local_workers();
+    })
+    .await;
+    let (ct, body) = common::multipart("a.csv", b"a,b\n1,2\n", &[]);
+    let up = |key: &str| {
+        let auth = bearer(key);
+        let (ct, body, addr) = (ct.clone(), body.clone(), s.addr);
+        async move {
+            request_with(
+                addr,
+                "POST",
+                "/api/upload-async",
+                &[("Authorization", &auth)],
+                Some((&ct, body)),
+            )
+            .await
+        }
+    };
+    assert_eq!(up(&a).await.status, 202);
+    assert_eq!(up(&a).await.status, 202);
+    let third = up(&a).await;
+    third.assert_error(429, "rate_limited");
+    let after: u64 = third.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=31).contains(&after), "Retry-After {after}");
+    // Another key has its own allowance; reads are not limited.
+    assert_eq!(up(&b).await.status, 202);
+    let list = request_with(
+        s.addr,
+        "GET",
+        "/api/jobs",
+        &[("Authorization", &bearer(&a))],
+        None,
+    )
+    .await;
+    assert_eq!(list.status, 200);
+    assert_eq!(
+        list.json()["jobs"].as_array().unwrap().len(),
+        3,
+        "the refused upload made no job"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_headers_and_slow_requests_are_cut_off() {
+    let s = TestServer::start(|c| {
+        c.max_header_bytes = 2048;
+        c.request_timeout = Duration::from_secs(1);
+        c.pools = common::no_local_workers();
+    })
+    .await;
+    let big = "x".repeat(4096);
+    request_with(s.addr, "GET", "/api/jobs", &[("x-padding", &big)], None)
+        .await
+        .assert_error(431, "headers_too_large");
+    // An upload that announces a body and never sends it.
+    let mut c = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let head = format!(
+        "POST /api/upload-async HTTP/1.1\r\nHost: {}\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\nConnection: close\r\n\r\n--b\r\n",
+        s.addr
+    );
+    c.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), c.read_to_end(&mut raw))
+        .await
+        .expect("the server answers the stalled request")
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("\"code\":\"timeout\""), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}

@@ -1,0 +1,306 @@
+//! Operating the binary: `/metrics` moving as jobs run, the command-line
+//! client (`submit --wait`, `status`, `stats`, `dead`), configuration
+//! precedence and errors of the real `docproc` binary, and refusing a
+//! public address without keys.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::Command;
+
+use common::TestServer;
+
+/// `name{labels} value` lines of a scrape, keyed by `name{labels}`.
+fn scrape_values(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+async fn scrape(s: &TestServer) -> HashMap<String, f64> {
+    let r = s.get("/metrics").await;
+    assert_eq!(r.status, 200);
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    scrape_values(&r.text())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_present_and_move_as_jobs_run() {
+    let s = TestServer::start(|c| c.max_retries = 0).await;
+    let before = scrape(&s).await;
+    assert_eq!(before["docproc_up"], 1.0);
+    assert_eq!(
+        before["docproc_workers{job_type=\"excel_processing\"}"],
+        2.0
+    );
+    let ex = "docproc_jobs_total{job_type=\"excel_processing\",event=\"completed\"}";
+    let done_before = before.get(ex).copied().unwrap_or(0.0);
+    let id = s.submit("a.csv", b"region,total\nnorth,1\n", &[]).await;
+    s.wait(&id, "completed", 60).await;
+    let bad = s.submit("bomb.xlsx", &common::zip_bomb(), &[]).await;
+    s.wait(&bad, "failed", 60).await;
+    let after = scrape(&s).await;
+    assert!(after[ex] >= done_before + 1.0, "completed counter moved");
+    assert!(after["docproc_jobs_total{job_type=\"excel_processing\",event=\"produced\"}"] >= 2.0);
+    assert!(after["docproc_jobs_total{job_type=\"excel_processing\",event=\"failed\"}"] >= 1.0);
+    assert!(after["docproc_job_duration_seconds_count{job_type=\"excel_processing\"}"] >= 1.0);
+    assert!(after["docproc_job_queue_wait_seconds_count{job_type=\"excel_processing\"}"] >= 1.0);
+    assert!(
+        after["docproc_http_requests_total{route=\"/api/upload-async\",method=\"POST\",status=\"202\"}"] >= 2.0
+    );
+    assert!(
+        after["docproc_http_request_duration_seconds_count{route=\"/api/job/{id}/status\"}"] >= 1.0
+    );
+    assert!(
+        after["docproc_broker_fsync_seconds_count"] > before["docproc_broker_fsync_seconds_count"]
+    );
+    assert!(after.contains_key("docproc_queue_depth{job_type=\"excel_processing\",priority=\"normal\",state=\"queued\"}"), "{after:?}");
+    assert!(after.contains_key("docproc_worker_utilisation{job_type=\"pdf_processing\"}"));
+    assert!(after.contains_key("docproc_webhook_deliveries_total{outcome=\"delivered\"}"));
+}
+
+fn docproc() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_docproc"));
+    // The test's own environment must not leak settings in.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("DOCPROC_")
+            || [
+                "QUEUE_TYPE",
+                "EXCEL_WORKERS",
+                "PDF_WORKERS",
+                "AI_WORKERS",
+                "REDIS_HOST",
+                "REDIS_PORT",
+                "REDIS_PASSWORD",
+                "KAFKA_BOOTSTRAP_SERVERS",
+                "RUST_LOG",
+            ]
+            .contains(&k.as_str())
+        {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_wait_follows_a_job_to_its_result() {
+    let s = TestServer::start(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("report.csv");
+    std::fs::write(&file, "region,total\nnorth,12.5\nsouth,7\n").unwrap();
+    let server = format!("http://{}", s.addr);
+    let out = tokio::task::spawn_blocking(move || {
+        docproc()
+            .args([
+                "submit",
+                "--wait",
+                "--priority",
+                "high",
+                "--server",
+                &server,
+            ])
+            .arg(&file)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "stdout {stdout}\nstderr {stderr}");
+    assert!(stdout.contains(": completed"), "{stdout}");
+    let id = stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("job ")?
+                .split(':')
+                .next()
+                .map(str::to_string)
+        })
+        .expect("job id printed");
+    assert!(
+        stdout.contains(&format!("/api/job/{id}/result")),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("100% completed"),
+        "progress shown: {stderr}"
+    );
+    // The job really is there, with the priority asked for, and its result.
+    let st = s.get(&format!("/api/job/{id}/status")).await.json();
+    assert_eq!(st["status"], "completed");
+    assert_eq!(st["priority"], "high");
+    assert_eq!(s.get(&format!("/api/job/{id}/result")).await.status, 200);
+
+    // status, stats and dead against the same server.
+    let server = format!("http://{}", s.addr);
+    let run = |args: Vec<String>| {
+        let out = docproc().args(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let sv = server.clone();
+    let idc = id.clone();
+    let (status, stats, dead) = tokio::task::spawn_blocking(move || {
+        (
+            run(vec!["status".into(), idc, "--server".into(), sv.clone()]),
+            run(vec!["stats".into(), "--server".into(), sv.clone()]),
+            run(vec!["dead".into(), "--server".into(), sv]),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        status.contains("completed") && status.contains("excel_processing"),
+        "{status}"
+    );
+    assert!(stats.contains("excel_processing"), "{stats}");
+    assert!(dead.contains("no failed jobs"), "{dead}");
+    // A job that does not exist: a clear error, a failing exit code.
+    let out = docproc()
+        .args(["status", "nope", "--server", &server])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not_found"));
+}
+
+#[test]
+fn configuration_layers_file_env_and_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("docproc.toml");
+    std::fs::write(
+        &cfg,
+        "data_dir = \"/srv/docproc\"\n[workers]\nexcel = 3\npdf = 4\nai = 5\n[auth]\nkeys = []\n",
+    )
+    .unwrap();
+    let out = docproc()
+        .args(["serve", "--print-config", "--config"])
+        .arg(&cfg)
+        .args(["--excel-workers", "7"])
+        .env("PDF_WORKERS", "6")
+        .env("DOCPROC_SMTP_URL", "smtp://user:hunter2@mail:25")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("workers.excel = \"7\"  # flag --excel-workers"),
+        "{text}"
+    );
+    assert!(
+        text.contains("workers.pdf = \"6\"  # environment variable PDF_WORKERS"),
+        "{text}"
+    );
+    assert!(text.contains("workers.ai = \"5\"  # file"), "{text}");
+    assert!(
+        text.contains("data_dir = \"/srv/docproc\"  # file"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "secrets are not printed: {text}");
+    assert!(text.contains("smtp.url = \"<secret>\""), "{text}");
+}
+
+#[test]
+fn a_bad_setting_stops_startup_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+        (vec![], vec![("EXCEL_WORKERS", "lots")], "workers.excel"),
+        (vec!["--job-timeout-secs", "0"], vec![], "jobs.timeout_secs"),
+        (vec![], vec![("QUEUE_TYPE", "rabbitmq")], "QUEUE_TYPE"),
+        (vec!["--listen", "0.0.0.0:0"], vec![], "--insecure"),
+        (
+            vec![],
+            vec![("DOCPROC_API_KEYS", "ci:boss:sha256:00")],
+            "auth.keys",
+        ),
+    ];
+    for (flags, env, want) in cases {
+        let out = docproc()
+            .arg("serve")
+            .args(&flags)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flags:?} {env:?} started");
+        assert!(err.contains(want), "{flags:?} {env:?}: {err}");
+    }
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[workers]\nexcell = 1\n").unwrap();
+    let out = docproc()
+        .args(["worker", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown setting `workers.excell`"));
+}
+
+#[test]
+fn json_logs_carry_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    // A broker without keys warns, then cannot bind an address that is
+    // not this host's (TEST-NET-1) and exits.
+    let out = docproc()
+        .args([
+            "broker",
+            "--log-json",
+            "--insecure",
+            "--listen",
+            "192.0.2.1:7070",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let first = err
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .expect("a JSON log line");
+    let v: serde_json::Value = serde_json::from_str(first).expect(first);
+    assert!(v["level"].is_string() && v["fields"].is_object(), "{v}");
+}
+
+#[test]
+fn key_new_prints_a_key_and_its_entry() {
+    let out = docproc()
+        .args(["key", "new", "--name", "ci", "--scope", "worker"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let key = text
+        .lines()
+        .find_map(|l| l.strip_prefix("key:"))
+        .unwrap()
+        .trim();
+    let entry = text
+        .lines()
+        .find_map(|l| l.strip_prefix("entry:"))
+        .unwrap()
+        .trim();
+    let keys = docproc_broker::auth::Keys::parse(&[entry.to_string()]).unwrap();
+    assert_eq!(keys.verify(key).unwrap().name, "ci");
+    assert!(!entry.contains(key));
+}
