@@ -4,6 +4,7 @@
 #   Redis at $REDIS_URL (default redis://127.0.0.1:6379): started locally
 #   (no persistence, like the test machines' own) when it does not answer.
 #   Python's aiosmtpd (pip): the SMTP server the mail test starts.
+#   Chromium and ChromeDriver (Debian): the dashboard test's browser.
 set -euo pipefail
 
 REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
@@ -46,3 +47,11 @@ if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
 		|| python3 -m pip install --quiet --disable-pip-version-check --break-system-packages aiosmtpd
 fi
 python3 -c 'import aiosmtpd' && echo "services: aiosmtpd is installed"
+
+# The dashboard test drives a real headless Chromium through ChromeDriver
+# (Debian's chromium and chromium-driver: /usr/bin/chromium, /usr/bin/chromedriver).
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+	echo "services: installing chromium and chromium-driver"
+	apt_install chromium chromium-driver
+fi
+/usr/bin/chromedriver --version >/dev/null && echo "services: chromium and chromedriver are installed"

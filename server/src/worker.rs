@@ -381,8 +381,13 @@ async fn extract_job(ctx: &WorkerContext, mut lease: Lease) {
             confirm(ctx, &job, &targets, &notes, &status, last).await;
             if e.is_permanent() {
                 ctx.results.remove(&job.job_id).await;
+                settle(Some(&payload.file), status).await;
+            } else if let Err(e) = status {
+                tracing::warn!(error = %e, "could not record the failure");
             }
-            settle(Some(&payload.file), status).await;
+            // Out of retries for a passing cause (an extractor that could
+            // not run): the upload stays, so the dead job can be retried,
+            // until the result retention sweeps it.
         }
     }
 }

@@ -57,6 +57,8 @@ async fn every_route_needs_a_key_with_the_right_scope() {
         format!("/api/job/{id}/html"),
         "/metrics".into(),
         "/api/ws".into(),
+        "/api/dead".into(),
+        "/ui/app.js".into(),
     ];
     for path in &reads {
         let none = request_with(addr, "GET", path, &[], None).await;
@@ -130,6 +132,56 @@ async fn every_route_needs_a_key_with_the_right_scope() {
             ok.text()
         );
     }
+    // Deleting a dead job needs admin, even for the write key.
+    request_with(
+        addr,
+        "DELETE",
+        &format!("/api/dead/{id}"),
+        &[("Authorization", &bearer(&k.write))],
+        None,
+    )
+    .await
+    .assert_error(403, "permission_denied");
+    request_with(
+        addr,
+        "POST",
+        &format!("/api/dead/{id}/retry"),
+        &[("Authorization", &bearer(&k.read))],
+        None,
+    )
+    .await
+    .assert_error(403, "permission_denied");
+    // The dashboard: the sign-in page (401) without a key, the page with one.
+    let ui = request_with(addr, "GET", "/ui", &[], None).await;
+    assert_eq!(ui.status, 401);
+    assert!(ui.text().contains("action=\"/ui/login\""), "{}", ui.text());
+    let ui = request_with(
+        addr,
+        "GET",
+        "/ui",
+        &[("Authorization", &bearer(&k.read))],
+        None,
+    )
+    .await;
+    assert_eq!(ui.status, 200);
+    assert!(ui.text().contains("/ui/app.js"));
+    // Signing in sets an HttpOnly, SameSite=Strict cookie for a known key only.
+    let form = |key: &str| {
+        Some((
+            "application/x-www-form-urlencoded",
+            format!("key={key}").into_bytes(),
+        ))
+    };
+    let bad = request_with(addr, "POST", "/ui/login", &[], form("dp_nope")).await;
+    assert_eq!(bad.status, 401);
+    assert!(bad.header("set-cookie").is_none());
+    let good = request_with(addr, "POST", "/ui/login", &[], form(&k.read)).await;
+    assert_eq!(good.status, 303);
+    let c = good.header("set-cookie").unwrap();
+    assert!(
+        c.contains("HttpOnly") && c.contains("SameSite=Strict"),
+        "{c}"
+    );
     // Probes answer without a key.
     for path in ["/healthz", "/readyz"] {
         assert_eq!(

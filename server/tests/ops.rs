@@ -304,3 +304,72 @@ fn key_new_prints_a_key_and_its_entry() {
     assert_eq!(keys.verify(key).unwrap().name, "ci");
     assert!(!entry.contains(key));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_jobs_are_listed_retried_and_deleted() {
+    let tools = tempfile::tempdir().unwrap();
+    let mark = tools.path().join("failed-once");
+    let extractor = common::script(
+        tools.path(),
+        &format!(
+            "if [ ! -f {m} ]; then touch {m}; echo 'extractor unavailable' >&2; exit 4; fi\nexec {exe} \"$@\"",
+            m = mark.display(),
+            exe = env!("CARGO_BIN_EXE_docproc"),
+        ),
+    );
+    let s = TestServer::start(move |c| {
+        c.max_retries = 0;
+        c.extractor = Some(extractor);
+    })
+    .await;
+    let flaky = s.submit("a.csv", b"a,b\n1,2\n", &[]).await;
+    s.wait(&flaky, "failed", 30).await;
+    let bomb = s.submit("bomb.xlsx", &common::zip_bomb(), &[]).await;
+    s.wait(&bomb, "failed", 30).await;
+    let dead = s.get("/api/dead").await.json();
+    let ids: Vec<&str> = dead["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&flaky.as_str()) && ids.contains(&bomb.as_str()),
+        "{dead}"
+    );
+    // A retry is a new job on the same upload; the original links to it.
+    let r = common::request(s.addr, "POST", &format!("/api/dead/{flaky}/retry"), None).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let again = r.json()["job_id"].as_str().unwrap().to_string();
+    assert_ne!(again, flaky);
+    s.wait(&again, "completed", 30).await;
+    let dead = s.get("/api/dead").await.json();
+    let row = dead["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["job_id"] == flaky.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(row["retried_as"], again.as_str());
+    // A permanently failed job's file is gone: 410.
+    common::request(s.addr, "POST", &format!("/api/dead/{bomb}/retry"), None)
+        .await
+        .assert_error(410, "upload_gone");
+    // Only failed jobs are dead.
+    common::request(s.addr, "POST", &format!("/api/dead/{again}/retry"), None)
+        .await
+        .assert_error(409, "not_dead");
+    // Delete takes it off the list.
+    let d = common::request(s.addr, "DELETE", &format!("/api/dead/{bomb}"), None).await;
+    assert_eq!(d.status, 200, "{}", d.text());
+    let dead = s.get("/api/dead").await.json();
+    assert!(dead["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|j| j["job_id"] != bomb.as_str()));
+    common::request(s.addr, "DELETE", &format!("/api/dead/{bomb}"), None)
+        .await
+        .assert_error(409, "not_dead");
+}

@@ -27,7 +27,10 @@ pub const CSRF_HEADER: &str = "x-docproc-ui";
 /// Routes answered without a key: probes of orchestrators and load
 /// balancers, and the dashboard's login.
 fn public(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/ui/login")
+    matches!(
+        path,
+        "/healthz" | "/readyz" | "/ui/login" | "/ui/logout" | "/ui/app.css"
+    )
 }
 
 /// The key a request is made with, for handlers that care.
@@ -49,10 +52,13 @@ fn bucket(caller: &Caller, req: &Request) -> String {
     }
 }
 
-/// The scope a request needs: reading is `read`, changing is `write`.
-fn needed(method: &Method) -> Scope {
+/// The scope a request needs: reading is `read`, changing is `write`,
+/// deleting dead jobs is `admin`.
+fn needed(method: &Method, path: &str) -> Scope {
     if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
         Scope::Read
+    } else if *method == Method::DELETE && path.starts_with("/api/dead/") {
+        Scope::Admin
     } else {
         Scope::Write
     }
@@ -72,7 +78,7 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// Authenticates by `Authorization: Bearer`, or the dashboard's cookie
 /// (with the CSRF header on changes and a same-origin WebSocket).
 fn authenticate(keys: &Keys, req: &Request) -> Result<Option<ApiKey>, ApiError> {
-    let need = needed(req.method());
+    let need = needed(req.method(), req.uri().path());
     let headers = req.headers();
     let from_header = headers
         .get(header::AUTHORIZATION)
@@ -215,6 +221,11 @@ pub async fn guard(State(st): State<AppState>, mut req: Request, next: Next) -> 
                 Ok(key) => Caller { key },
                 Err(e) => {
                     tracing::info!(code = e.code, "refused: {}", e.message);
+                    // A browser opening the dashboard gets the sign-in page.
+                    let path = req.uri().path();
+                    if method == Method::GET && (path == "/ui" || path == "/ui/") {
+                        return super::ui::login_response(e.status, "");
+                    }
                     return e.into_response();
                 }
             }

@@ -25,7 +25,7 @@ pub(super) fn router() -> Router<AppState> {
 }
 
 /// The status body of a job, as `GET /api/job/{id}/status` and the list show it.
-fn status_body(r: &JobRecord) -> Value {
+pub(super) fn status_body(r: &JobRecord) -> Value {
     json!({
         "job_id": r.job.job_id,
         "job_type": r.job.job_type,

@@ -1,10 +1,12 @@
 //! The HTTP API: one file per resource, each with its `router()`; shared
 //! state; the error body `{"code","message"}` every failure answers with.
 
+mod dead;
 pub mod guard;
 mod health;
 mod jobs;
 pub mod tls;
+mod ui;
 
 pub(crate) use jobs::split;
 mod stats;
@@ -63,6 +65,8 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(upload::router(state.config.max_upload_bytes))
         .merge(jobs::router())
+        .merge(dead::router())
+        .merge(ui::router())
         .merge(stats::router())
         .merge(health::router())
         .route("/api/ws", axum::routing::get(crate::notify::ws::handler))

@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod legacy;
+pub mod webdriver;
 pub mod ws;
 
 use std::io::{BufRead, BufReader};

@@ -1,0 +1,168 @@
+//! Dead jobs (failed for good): `GET /api/dead` lists them, `POST
+//! /api/dead/{id}/retry` runs one again as a new job, `DELETE
+//! /api/dead/{id}` removes its files and takes it off the list.
+//!
+//! These work the same on every queue backend: a retry publishes a copy of
+//! the job (same type, payload, priority, correlation id), and the original
+//! stays failed with a link to its retry. A deleted job's record stays in
+//! the backend until the backend's own retention.
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::jobs::status_body;
+use super::{ApiError, AppState};
+use crate::queue::{JobId, JobStatus, ListQuery, NewJob};
+use crate::worker::ExtractPayload;
+
+/// Marks a dead job deleted from the list.
+const DELETED: &str = "deleted.json";
+/// Links a dead job to the job that retried it.
+const RETRIED: &str = "retried.json";
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/dead", get(list))
+        .route("/api/dead/{id}/retry", post(retry))
+        .route("/api/dead/{id}", delete(remove))
+}
+
+#[derive(Debug, Deserialize)]
+struct DeadParams {
+    job_type: Option<String>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn list(
+    State(st): State<AppState>,
+    params: Result<Query<DeadParams>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(p) = params?;
+    if p.limit.is_some_and(|l| l == 0 || l > 1000) {
+        return Err(ApiError::bad_request("limit must be 1 to 1000"));
+    }
+    let page = st
+        .queue
+        .list(&ListQuery {
+            job_types: super::split(p.job_type.as_deref()),
+            statuses: vec![JobStatus::Failed],
+            cursor: p.cursor,
+            limit: p.limit,
+            ..ListQuery::default()
+        })
+        .await?;
+    let mut jobs = Vec::with_capacity(page.jobs.len());
+    for r in &page.jobs {
+        if st.results.read_meta(&r.job.job_id, DELETED).await.is_some() {
+            continue;
+        }
+        let mut body = status_body(r);
+        body["retried_as"] = st
+            .results
+            .read_meta(&r.job.job_id, RETRIED)
+            .await
+            .map(|v| v["job_id"].clone())
+            .unwrap_or(Value::Null);
+        jobs.push(body);
+    }
+    Ok(Json(
+        json!({ "jobs": jobs, "next_cursor": page.next_cursor }),
+    ))
+}
+
+/// The dead job `id`, or 404 / 409.
+async fn dead(st: &AppState, id: &str) -> Result<crate::queue::JobRecord, ApiError> {
+    let id = JobId(id.to_string());
+    let r = st.queue.get(&id).await?;
+    let deleted = st.results.read_meta(&id, DELETED).await.is_some();
+    if r.status != JobStatus::Failed || deleted {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_dead",
+            format!(
+                "job {id} is {}; only failed jobs are dead",
+                if deleted {
+                    "deleted"
+                } else {
+                    r.status.as_str()
+                }
+            ),
+        ));
+    }
+    Ok(r)
+}
+
+async fn retry(
+    State(st): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Path(id) = id?;
+    let r = dead(&st, &id).await?;
+    if let Ok(p) = serde_json::from_value::<ExtractPayload>(r.job.payload.clone()) {
+        if !tokio::fs::try_exists(&p.file).await.unwrap_or(false) {
+            return Err(ApiError::new(
+                StatusCode::GONE,
+                "upload_gone",
+                format!(
+                    "the file of job {id} is no longer kept (a job that failed permanently, \
+                     or past the retention); upload it again"
+                ),
+            ));
+        }
+    }
+    let job = NewJob {
+        job_type: r.job.job_type.clone(),
+        payload: r.job.payload.clone(),
+        priority: r.job.priority,
+        max_retries: r.job.max_retries,
+        timeout: r.job.timeout,
+        correlation_id: r.job.correlation_id.clone(),
+        callback_context: r.job.callback_context.clone(),
+        run_at_ms: None,
+    };
+    let new_id = st.queue.publish_one(job).await?;
+    st.results
+        .write_meta(&r.job.job_id, RETRIED, &json!({ "job_id": new_id }))
+        .await
+        .map_err(ApiError::internal)?;
+    tracing::info!(job_id = %id, retried_as = %new_id, "dead job retried");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "job_id": new_id,
+            "retry_of": id,
+            "status": "queued",
+            "polling_url": format!("/api/job/{new_id}/status"),
+        })),
+    ))
+}
+
+async fn remove(
+    State(st): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(id) = id?;
+    let r = dead(&st, &id).await?;
+    if let Ok(p) = serde_json::from_value::<ExtractPayload>(r.job.payload.clone()) {
+        if p.file.starts_with(st.config.uploads_dir()) {
+            let _ = tokio::fs::remove_file(&p.file).await;
+        }
+    }
+    st.results.remove(&r.job.job_id).await;
+    st.results
+        .write_meta(
+            &r.job.job_id,
+            DELETED,
+            &json!({ "deleted_at_ms": crate::notify::now_ms() }),
+        )
+        .await
+        .map_err(ApiError::internal)?;
+    tracing::info!(job_id = %id, "dead job deleted");
+    Ok(Json(json!({ "job_id": id, "status": "deleted" })))
+}
