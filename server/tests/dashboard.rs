@@ -128,6 +128,14 @@ async fn the_dashboard_uploads_follows_cancels_and_retries() {
     assert!(!b.text("#result-json").await.is_empty());
     shot(&b, "4-detail").await;
 
+    // The API reference renders from /api/openapi.json, offline.
+    b.goto(&format!("{base}/api/docs")).await;
+    b.wait_text("#reference", 10, |t| {
+        t.contains("POST /api/upload-async") && t.contains("UploadAccepted")
+    })
+    .await;
+    shot(&b, "5-api-reference").await;
+
     // What the dashboard did is what the API holds.
     let auth = format!("Bearer {key}");
     let status = |id: String| {

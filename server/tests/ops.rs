@@ -373,3 +373,90 @@ async fn dead_jobs_are_listed_retried_and_deleted() {
         .await
         .assert_error(409, "not_dead");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_description_covers_the_api_and_its_page_is_self_contained() {
+    let s = TestServer::start(|c| c.pools = common::no_local_workers()).await;
+    let spec = s.get("/api/openapi.json").await.json();
+    assert!(
+        spec["openapi"].as_str().unwrap().starts_with("3."),
+        "{}",
+        spec["openapi"]
+    );
+    let paths = spec["paths"].as_object().unwrap();
+    let want = [
+        ("/api/upload-async", "post"),
+        ("/api/job/{id}/status", "get"),
+        ("/api/job/{id}/result", "get"),
+        ("/api/job/{id}/html", "get"),
+        ("/api/job/{id}", "delete"),
+        ("/api/jobs", "get"),
+        ("/api/ws", "get"),
+        ("/api/dead", "get"),
+        ("/api/dead/{id}/retry", "post"),
+        ("/api/dead/{id}", "delete"),
+        ("/api/queue/stats", "get"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+    ];
+    for (path, method) in want {
+        let op = &paths[path][method];
+        assert!(op.is_object(), "{method} {path} is described");
+        assert!(
+            op["responses"].as_object().is_some_and(|r| !r.is_empty()),
+            "{method} {path}"
+        );
+        // Every described route exists (a bad id gives 4xx, never the 404 `no such route`).
+        let concrete = path.replace("{id}", "1");
+        let r = common::request(s.addr, &method.to_uppercase(), &concrete, None).await;
+        assert!(
+            !(r.status == 404 && r.text().contains("no such route")),
+            "{method} {path} is not routed"
+        );
+    }
+    assert_eq!(
+        paths.len(),
+        want.len(),
+        "{:?}",
+        paths.keys().collect::<Vec<_>>()
+    );
+    // The status body's schema is the type the handler serializes.
+    let job = &spec["components"]["schemas"]["JobView"]["properties"];
+    for field in [
+        "job_id",
+        "status",
+        "attempts",
+        "created_at",
+        "correlation_id",
+    ] {
+        assert!(job[field].is_object(), "JobView.{field}");
+    }
+    let upload =
+        &paths["/api/upload-async"]["post"]["requestBody"]["content"]["multipart/form-data"];
+    assert!(upload.is_object(), "the upload is multipart");
+    assert!(spec["components"]["securitySchemes"]["api_key"]["scheme"] == "bearer");
+    assert_eq!(
+        paths["/healthz"]["get"]["security"],
+        serde_json::json!([{}])
+    );
+    // The reference page loads only from this server.
+    for page in [
+        "/api/docs",
+        "/api/docs/docs.js",
+        "/ui",
+        "/ui/app.js",
+        "/ui/app.css",
+    ] {
+        let r = s.get(page).await;
+        assert_eq!(r.status, 200, "{page}");
+        let t = r.text();
+        assert!(
+            !t.contains("http://") && !t.contains("https://") && !t.contains("//cdn"),
+            "{page} refers elsewhere"
+        );
+        assert!(r
+            .header("content-security-policy")
+            .is_some_and(|c| c.contains("default-src 'none'")));
+    }
+}

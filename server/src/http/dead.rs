@@ -14,6 +14,7 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::IntoParams;
 
 use super::jobs::status_body;
 use super::{ApiError, AppState};
@@ -32,14 +33,22 @@ pub(super) fn router() -> Router<AppState> {
         .route("/api/dead/{id}", delete(remove))
 }
 
-#[derive(Debug, Deserialize)]
-struct DeadParams {
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct DeadParams {
+    /// Comma-separated job types.
     job_type: Option<String>,
+    /// From a previous page's `next_cursor`.
     cursor: Option<String>,
+    /// 1 to 1000.
     limit: Option<u32>,
 }
 
-async fn list(
+/// Dead jobs: failed for good, not deleted, with the job that retried each.
+#[utoipa::path(get, path = "/api/dead", tag = "dead jobs", params(DeadParams),
+    responses((status = 200, description = "`jobs[]` (as the job list, plus `retried_as`), `next_cursor`", body = super::jobs::JobPage),
+        (status = 400, body = super::ErrorBody)))]
+pub(super) async fn list(
     State(st): State<AppState>,
     params: Result<Query<DeadParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -98,7 +107,14 @@ async fn dead(st: &AppState, id: &str) -> Result<crate::queue::JobRecord, ApiErr
     Ok(r)
 }
 
-async fn retry(
+/// Runs a dead job again as a new job (same type, payload, priority,
+/// correlation id); the dead one links to it.
+#[utoipa::path(post, path = "/api/dead/{id}/retry", tag = "dead jobs",
+    params(("id" = String, Path, description = "Dead job id")),
+    responses((status = 202, description = "`job_id` (the new job), `retry_of`, `status`, `polling_url`", body = Object),
+        (status = 404, body = super::ErrorBody), (status = 409, description = "Not a dead job", body = super::ErrorBody),
+        (status = 410, description = "Its upload is no longer kept", body = super::ErrorBody)))]
+pub(super) async fn retry(
     State(st): State<AppState>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -143,7 +159,13 @@ async fn retry(
     ))
 }
 
-async fn remove(
+/// Deletes a dead job's upload and results and takes it off the list
+/// (scope admin). The backend forgets the record at its own retention.
+#[utoipa::path(delete, path = "/api/dead/{id}", tag = "dead jobs",
+    params(("id" = String, Path, description = "Dead job id")),
+    responses((status = 200, description = "`{job_id, status: deleted}`", body = Object),
+        (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
+pub(super) async fn remove(
     State(st): State<AppState>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {

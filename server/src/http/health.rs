@@ -23,7 +23,12 @@ pub(super) fn router() -> Router<AppState> {
         .route("/metrics", get(metrics))
 }
 
-async fn metrics(State(st): State<AppState>) -> Response {
+/// Prometheus text exposition: queue depth, job counters, job duration
+/// and queue-wait histograms, worker utilisation, webhook outcomes, HTTP
+/// requests, the embedded broker's fsync latency.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String)))]
+pub(super) async fn metrics(State(st): State<AppState>) -> Response {
     let queue = match tokio::time::timeout(PROBE_TIMEOUT, st.queue.stats()).await {
         Ok(Ok(s)) => Some(s),
         _ => None,
@@ -44,11 +49,19 @@ async fn metrics(State(st): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn healthz() -> Json<serde_json::Value> {
+/// Alive: 200 whenever the process answers. No key needed.
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
+    responses((status = 200, description = "`{\"status\":\"ok\"}`", body = Object)))]
+pub(super) async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-async fn readyz(State(st): State<AppState>) -> Response {
+/// Ready: 200 with the backend, 503 while draining or when the queue
+/// backend does not answer within 2 s. No key needed.
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
+    responses((status = 200, description = "`{\"status\":\"ready\",\"backend\":…}`", body = Object),
+        (status = 503, description = "`draining` or `unavailable`", body = super::ErrorBody)))]
+pub(super) async fn readyz(State(st): State<AppState>) -> Response {
     let unavailable = |code, message: String| {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message).into_response()
     };

@@ -6,8 +6,9 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
 
 use super::{rfc3339, ApiError, AppState};
 use crate::notify::{email, webhook, Targets};
@@ -24,27 +25,94 @@ pub(super) fn router() -> Router<AppState> {
         .route("/api/jobs", get(list))
 }
 
-/// The status body of a job, as `GET /api/job/{id}/status` and the list show it.
-pub(super) fn status_body(r: &JobRecord) -> Value {
-    json!({
-        "job_id": r.job.job_id,
-        "job_type": r.job.job_type,
-        "status": r.status,
-        "priority": r.job.priority,
-        "result": r.result,
-        "error": r.error,
-        "processing_time": r.processing_time().map(|d| d.as_secs_f64()),
-        "created_at": rfc3339(r.job.created_at_ms),
-        "started_at": r.started_at_ms.map(rfc3339),
-        "completed_at": r.completed_at_ms.map(rfc3339),
-        "attempts": r.attempts,
-        "progress": r.progress,
-        "correlation_id": r.job.correlation_id,
-        "cancel_requested": r.cancel_requested,
-    })
+/// A job as `GET /api/job/{id}/status`, the job list and the dead list
+/// show it.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct JobView {
+    /// The job's id.
+    job_id: String,
+    /// excel_processing, pdf_processing, ai_analysis, webhook_delivery, email_delivery.
+    job_type: String,
+    /// pending, queued, processing, retrying, completed, failed or cancelled.
+    #[schema(value_type = String, example = "completed")]
+    status: JobStatus,
+    /// low, normal, high or urgent.
+    #[schema(value_type = String, example = "normal")]
+    priority: crate::queue::Priority,
+    /// Once completed: the summary and the result links.
+    result: Option<Value>,
+    /// The last failure.
+    error: Option<String>,
+    /// Seconds from start to finish.
+    processing_time: Option<f64>,
+    /// RFC 3339.
+    created_at: String,
+    /// RFC 3339.
+    started_at: Option<String>,
+    /// RFC 3339, when it finished.
+    completed_at: Option<String>,
+    /// Deliveries so far.
+    attempts: u32,
+    /// The last progress a worker reported.
+    progress: Option<Value>,
+    /// The client's correlation id (or a random one).
+    correlation_id: Option<String>,
+    /// A cancel reached the job while it ran.
+    cancel_requested: bool,
+    /// Webhook delivery state, when a `callback_url` was given (status only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook: Option<Value>,
+    /// Mail delivery state, when an `email` was given (status only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<Value>,
 }
 
-async fn status(
+/// The status body of a job, as `GET /api/job/{id}/status` and the list show it.
+pub(super) fn status_body(r: &JobRecord) -> Value {
+    serde_json::to_value(JobView {
+        job_id: r.job.job_id.0.clone(),
+        job_type: r.job.job_type.clone(),
+        status: r.status,
+        priority: r.job.priority,
+        result: r.result.clone(),
+        error: r.error.clone(),
+        processing_time: r.processing_time().map(|d| d.as_secs_f64()),
+        created_at: rfc3339(r.job.created_at_ms),
+        started_at: r.started_at_ms.map(rfc3339),
+        completed_at: r.completed_at_ms.map(rfc3339),
+        attempts: r.attempts,
+        progress: r.progress.clone(),
+        correlation_id: r.job.correlation_id.clone(),
+        cancel_requested: r.cancel_requested,
+        webhook: None,
+        email: None,
+    })
+    .unwrap_or(Value::Null)
+}
+
+/// A page of jobs.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct JobPage {
+    /// Newest first.
+    jobs: Vec<JobView>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    next_cursor: Option<String>,
+}
+
+/// What a cancel did.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct CancelAnswer {
+    job_id: String,
+    /// `cancelled` (it had not started) or `cancelling` (its worker stops at its next check).
+    status: String,
+    message: String,
+}
+
+/// A job's status, with its webhook and mail delivery state.
+#[utoipa::path(get, path = "/api/job/{id}/status", tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, body = JobView), (status = 404, body = super::ErrorBody)))]
+pub(super) async fn status(
     State(st): State<AppState>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -93,7 +161,14 @@ async fn completed(st: &AppState, id: String, what: Artifact) -> Result<Vec<u8>,
     })
 }
 
-async fn result(
+/// The extraction as JSON (`docproc.spreadsheet`, `docproc.pdf` or `docproc.analysis`).
+#[utoipa::path(get, path = "/api/job/{id}/result", tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, description = "The stored result", content_type = "application/json", body = Object),
+        (status = 404, body = super::ErrorBody),
+        (status = 409, description = "Not completed yet", body = super::ErrorBody),
+        (status = 410, description = "Past the retention", body = super::ErrorBody)))]
+pub(super) async fn result(
     State(st): State<AppState>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -102,7 +177,12 @@ async fn result(
     Ok(([(header::CONTENT_TYPE, "application/json")], body))
 }
 
-async fn html(
+/// A standalone HTML page of the result.
+#[utoipa::path(get, path = "/api/job/{id}/html", tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, description = "The stored page", content_type = "text/html", body = String),
+        (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody), (status = 410, body = super::ErrorBody)))]
+pub(super) async fn html(
     State(st): State<AppState>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -121,7 +201,12 @@ async fn html(
     ))
 }
 
-async fn cancel(
+/// Cancels a job: a waiting one at once, a running one at its worker's next check.
+#[utoipa::path(delete, path = "/api/job/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, body = CancelAnswer), (status = 404, body = super::ErrorBody),
+        (status = 409, description = "Already finished", body = super::ErrorBody)))]
+pub(super) async fn cancel(
     State(st): State<AppState>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -155,8 +240,9 @@ async fn cancel(
     ))
 }
 
-#[derive(Debug, Deserialize)]
-struct ListParams {
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct ListParams {
     /// Comma-separated statuses.
     status: Option<String>,
     /// Comma-separated job types.
@@ -181,7 +267,10 @@ pub(crate) fn split(s: Option<&str>) -> Vec<String> {
     .unwrap_or_default()
 }
 
-async fn list(
+/// Jobs, newest first, filtered.
+#[utoipa::path(get, path = "/api/jobs", tag = "jobs", params(ListParams),
+    responses((status = 200, body = JobPage), (status = 400, body = super::ErrorBody)))]
+pub(super) async fn list(
     State(st): State<AppState>,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {

@@ -5,6 +5,7 @@ mod dead;
 pub mod guard;
 mod health;
 mod jobs;
+mod openapi;
 pub mod tls;
 mod ui;
 
@@ -18,7 +19,6 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use serde_json::json;
 
 use crate::config::ServeConfig;
 use crate::notify::ws::WsState;
@@ -67,6 +67,7 @@ pub fn app(state: AppState) -> Router {
         .merge(jobs::router())
         .merge(dead::router())
         .merge(ui::router())
+        .merge(openapi::router())
         .merge(stats::router())
         .merge(health::router())
         .route("/api/ws", axum::routing::get(crate::notify::ws::handler))
@@ -110,9 +111,22 @@ impl ApiError {
     }
 }
 
+/// The body of every error answer.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Stable and machine-readable: `invalid_argument`, `not_found`,
+    /// `unauthenticated`, `permission_denied`, `rate_limited`, …
+    code: &'static str,
+    /// For people.
+    message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(json!({ "code": self.code, "message": self.message }));
+        let body = Json(ErrorBody {
+            code: self.code,
+            message: self.message,
+        });
         (self.status, body).into_response()
     }
 }

@@ -12,7 +12,12 @@ pub(super) fn router() -> Router<AppState> {
     Router::new().route("/api/queue/stats", get(stats))
 }
 
-async fn stats(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// Depth per job type and priority by state, lifetime counters, this
+/// process's worker pools and WebSocket counters.
+#[utoipa::path(get, path = "/api/queue/stats", tag = "operations",
+    responses((status = 200, description = "`backend`, `job_types[]` (`job_type`, `priorities[]` with `priority, pending, queued, processing, retrying, failed`, `counters`), `workers`, `websocket`", body = Object),
+        (status = 503, body = super::ErrorBody)))]
+pub(super) async fn stats(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
     let types = st.queue.stats().await?;
     Ok(Json(json!({
         "backend": st.queue.backend(),

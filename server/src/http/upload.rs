@@ -9,8 +9,9 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
-use serde_json::json;
+use serde::Serialize;
 use tokio::io::AsyncWriteExt;
+use utoipa::ToSchema;
 
 use super::{ApiError, AppState};
 use crate::config::job_types;
@@ -78,7 +79,57 @@ fn display_name(name: Option<&str>) -> String {
     }
 }
 
-async fn upload(
+/// The form of an upload (documentation of the multipart fields).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub(super) struct UploadForm {
+    /// The document; its type is decided from its content (xlsx, xlsm,
+    /// xlsb, xls, ods, csv, pdf).
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    /// low, normal (default), high or urgent.
+    priority: Option<String>,
+    /// A webhook called when the job finishes (Standard Webhooks signed;
+    /// private addresses refused).
+    callback_url: Option<String>,
+    /// Who gets a completion mail (needs SMTP configured).
+    email: Option<String>,
+    /// Your id for the job, 1-128 characters; echoed in status and events.
+    correlation_id: Option<String>,
+    /// `true`: an analysis job follows the extraction.
+    analyze: Option<bool>,
+}
+
+/// The answer to an accepted upload.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct UploadAccepted {
+    job_id: String,
+    /// Always `queued`.
+    status: &'static str,
+    /// excel_processing or pdf_processing.
+    job_type: &'static str,
+    /// The detected format (xlsx, xls, csv, pdf, …).
+    #[schema(value_type = String)]
+    format: Format,
+    message: String,
+    correlation_id: String,
+    /// Where to poll.
+    polling_url: String,
+    /// Where to follow it live.
+    ws_url: String,
+}
+
+/// Uploads a document and queues its extraction; answers at once.
+#[utoipa::path(post, path = "/api/upload-async", tag = "jobs",
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 202, body = UploadAccepted),
+        (status = 400, description = "A bad field, an empty file, a refused callback URL", body = super::ErrorBody),
+        (status = 413, description = "Over the upload limit", body = super::ErrorBody),
+        (status = 415, description = "Not a supported type", body = super::ErrorBody),
+        (status = 429, description = "Over this key's upload rate", body = super::ErrorBody),
+        (status = 503, description = "Draining for shutdown", body = super::ErrorBody)))]
+pub(super) async fn upload(
     State(st): State<AppState>,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -237,16 +288,16 @@ async fn upload(
     spool.keep = true;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({
-            "job_id": id,
-            "status": "queued",
-            "job_type": job_type,
-            "format": format,
-            "message": format!("{} file queued for processing", format.as_str()),
-            "correlation_id": correlation_id,
-            "polling_url": format!("/api/job/{id}/status"),
-            "ws_url": format!("/api/ws?job_id={id}"),
-        })),
+        Json(UploadAccepted {
+            job_id: id.0.clone(),
+            status: "queued",
+            job_type,
+            format,
+            message: format!("{} file queued for processing", format.as_str()),
+            correlation_id,
+            polling_url: format!("/api/job/{id}/status"),
+            ws_url: format!("/api/ws?job_id={id}"),
+        }),
     ))
 }
 

@@ -84,11 +84,16 @@ pub struct SubscribeArgs {
 
 /// The connect URL's query: the same fields as a subscribe message, ids
 /// comma-separated.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ConnectQuery {
+    /// Job ids to follow, comma-separated.
     job_id: Option<String>,
+    /// Correlation ids to follow, comma-separated.
     correlation_id: Option<String>,
+    /// Follow every job.
     all: Option<bool>,
+    /// Replay the matching events after this one (a reconnect).
     last_event_id: Option<u64>,
 }
 
@@ -138,6 +143,12 @@ impl SubscribeArgs {
 }
 
 /// The upgrade handler.
+/// WebSocket status subscriptions: `subscribe`/`unsubscribe`/`ping`
+/// messages in, `status`/`snapshot`/`subscribed`/`resync`/`error`/`pong`
+/// frames out (README "WebSocket"). The subscription can also be given here.
+#[utoipa::path(get, path = "/api/ws", tag = "jobs", params(ConnectQuery),
+    responses((status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 401, body = crate::http::ErrorBody)))]
 pub async fn handler(
     State(st): State<WsState>,
     query: Result<Query<ConnectQuery>, axum::extract::rejection::QueryRejection>,

@@ -93,6 +93,9 @@ async function loadJobs() {
 function upsertJob(j) {
   const body = $("#jobs tbody");
   const old = body.querySelector(`tr[data-job="${CSS.escape(j.job_id)}"]`);
+  // Answers can arrive out of order: a final status never goes back.
+  const known = jobs.get(j.job_id);
+  if (known && FINAL.has(known.status) && !FINAL.has(j.status)) return;
   if (!matches(j)) { if (old) old.remove(); jobs.delete(j.job_id); return; }
   jobs.set(j.job_id, j);
   const row = jobRow(j);
@@ -127,8 +130,14 @@ async function remove(id) {
   catch (e) { say(e.message); }
 }
 
+const eventsSeen = new Map(); // job id -> events received, to spot stale answers
 async function refreshJob(id) {
-  const j = await api("GET", `/api/job/${encodeURIComponent(id)}/status`);
+  let j;
+  for (let tries = 0; tries < 3; tries++) {
+    const before = eventsSeen.get(id) || 0;
+    j = await api("GET", `/api/job/${encodeURIComponent(id)}/status`);
+    if ((eventsSeen.get(id) || 0) === before) break;  // no event raced this answer
+  }
   upsertJob(j);
   if (detailId === id) renderDetail(j);
   return j;
@@ -203,6 +212,7 @@ function connect() {
     if (f.type === "resync") { loadJobs().catch((e) => say(e.message)); scheduleRefresh(); return; }
     if (f.type !== "status" && f.type !== "snapshot") return;
     if (f.event_id) lastEventId = f.event_id;
+    eventsSeen.set(f.job_id, (eventsSeen.get(f.job_id) || 0) + 1);
     const h = history.get(f.job_id) || [];
     if (!f.progress_update) h.push({ status: f.status, at: f.at, attempts: f.attempts, error: f.error });
     history.set(f.job_id, h.slice(-50));
