@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use docproc_broker::{Broker, ServeOptions};
+use docproc_broker::ServeOptions;
 use docproc_server::settings::build;
 
 use crate::cli_settings::{read_pem, BrokerCmd, Overrides};
@@ -28,12 +28,41 @@ pub(crate) async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     if bs.keys.is_empty() {
         tracing::warn!("no API keys configured: every gRPC call is accepted");
     }
-    let broker = Broker::open(config.clone())
-        .with_context(|| format!("opening the broker in {}", config.data_dir.display()))?;
+    let queue = docproc_server::queue::rocksdb::open_with(
+        config.clone(),
+        docproc_server::queue::RetryPolicy::default(),
+        "rocksdb",
+    )
+    .with_context(|| format!("opening the broker in {}", config.data_dir.display()))?;
+    let broker = queue.api().broker().clone();
     let listener = tokio::net::TcpListener::bind(bs.listen)
         .await
         .with_context(|| format!("binding {}", bs.listen))?;
     tracing::info!(listen = %listener.local_addr()?, durability = %config.durability, tls = tls.is_some(), keys = bs.keys.len(), "broker serving");
+    let (stop_ops, ops_stopped) = tokio::sync::watch::channel(false);
+    let ops = match bs.metrics_listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?;
+            tracing::info!(metrics = %l.local_addr()?, "metrics listening");
+            let state = docproc_server::ops_http::OpsState {
+                queue: std::sync::Arc::new(queue),
+                workers: None,
+                metrics: Default::default(),
+                keys: bs.keys.clone(),
+            };
+            let mut stopped = ops_stopped;
+            Some(tokio::spawn(docproc_server::ops_http::serve(
+                l,
+                state,
+                async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                },
+            )))
+        }
+        None => None,
+    };
     let mut fatal = broker.fatal();
     let shutdown = async move {
         tokio::select! {
@@ -43,6 +72,10 @@ pub(crate) async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     };
     let options = ServeOptions { keys: bs.keys, tls };
     let served = docproc_broker::serve_with(broker.clone(), listener, options, shutdown).await;
+    stop_ops.send_replace(true);
+    if let Some(ops) = ops {
+        let _ = ops.await;
+    }
     // Consumers' streams end when the broker closes; give in-flight writes a moment.
     tokio::time::sleep(Duration::from_millis(10)).await;
     broker.close();

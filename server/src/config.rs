@@ -115,6 +115,8 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
     /// Largest total size of a request's headers.
     pub max_header_bytes: usize,
+    /// `docproc worker`: where to serve `/metrics`; `None`: nowhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// A certificate chain and its private key, PEM files.
@@ -155,6 +157,7 @@ impl Default for ServeConfig {
             upload_rate_per_min: 600,
             request_timeout: Duration::from_secs(300),
             max_header_bytes: 16 * 1024,
+            metrics_listen: None,
         }
     }
 }

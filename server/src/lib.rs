@@ -20,6 +20,7 @@ pub mod http;
 pub mod llm;
 pub mod metrics;
 pub mod notify;
+pub mod ops_http;
 pub mod queue;
 pub mod results;
 pub mod serve;

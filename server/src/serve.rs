@@ -184,14 +184,39 @@ pub async fn work(
 ) -> Result<(), ServeError> {
     let queue = queue::open(&cfg.queue_url()).await?;
     let results = ResultStore::open(cfg.results_dir())?;
-    let notifier = notifier(&cfg, queue.clone(), results.clone(), Arc::default())?;
+    let metrics = Arc::new(Metrics::default());
+    let notifier = notifier(&cfg, queue.clone(), results.clone(), metrics.clone())?;
     let ctx = Arc::new(workers(&cfg, queue.clone(), results, notifier)?);
     let (stop, stopped) = watch::channel(false);
-    let mut workers = worker::start(ctx.clone(), stopped);
+    let mut workers = worker::start(ctx.clone(), stopped.clone());
+    let ops = match cfg.metrics_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await?;
+            tracing::info!(metrics = %listener.local_addr()?, "metrics listening");
+            let state = crate::ops_http::OpsState {
+                queue: queue.clone(),
+                workers: Some(ctx.clone()),
+                metrics,
+                keys: cfg.keys.clone(),
+            };
+            let mut stopped = stopped;
+            Some(tokio::spawn(crate::ops_http::serve(
+                listener,
+                state,
+                async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                },
+            )))
+        }
+        None => None,
+    };
     tracing::info!(queue = %queue.backend(), pools = ?cfg.pools, "docproc worker ready");
     shutdown.await;
     stop.send_replace(true);
     drain(&mut workers, &ctx, cfg.shutdown_grace).await;
+    if let Some(ops) = ops {
+        let _ = ops.await;
+    }
     queue.close().await;
     Ok(())
 }

@@ -460,3 +460,104 @@ async fn the_openapi_description_covers_the_api_and_its_page_is_self_contained()
             .is_some_and(|c| c.contains("default-src 'none'")));
     }
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standalone_broker_serves_metrics_behind_its_keys() {
+    let (key, entry) =
+        docproc_broker::auth::generate("prom", docproc_broker::auth::Scope::Read).unwrap();
+    let (wkey, wentry) =
+        docproc_broker::auth::generate("w", docproc_broker::auth::Scope::Worker).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let keys = format!("{},{}", entry.entry(), wentry.entry());
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let b = common::broker_process(
+        dir.path(),
+        &["--api-keys", &keys, "--metrics-listen", &metrics_addr],
+    );
+    let url = b.url.replacen("grpc://", &format!("grpc://{wkey}@"), 1);
+    let c = docproc_client::Client::connect(&url).await.unwrap();
+    c.produce(vec![docproc_client::NewMessage::new(
+        "pdf_processing",
+        b"x".to_vec(),
+    )])
+    .await
+    .unwrap();
+    let addr: std::net::SocketAddr = metrics_addr.parse().unwrap();
+    let refused = common::request(addr, "GET", "/metrics", None).await;
+    assert_eq!(refused.status, 401);
+    let r = common::request_with(
+        addr,
+        "GET",
+        "/metrics",
+        &[("Authorization", &format!("Bearer {key}"))],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let m = scrape_values(&r.text());
+    assert!(m["docproc_broker_fsync_seconds_count"] >= 1.0, "{m:?}");
+    assert_eq!(
+        m["docproc_queue_depth{job_type=\"pdf_processing\",priority=\"low\",state=\"queued\"}"],
+        1.0,
+        "{m:?}"
+    );
+    assert_eq!(
+        m["docproc_jobs_total{job_type=\"pdf_processing\",event=\"produced\"}"],
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_process_serves_its_pools_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _w = common::Proc(
+        docproc()
+            .args([
+                "worker",
+                "--queue",
+                "memory://",
+                "--excel-workers",
+                "3",
+                "--metrics-listen",
+                &listen,
+            ])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let addr: std::net::SocketAddr = listen.parse().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let text = loop {
+        if let Some(r) = common::try_request(addr, "GET", "/metrics", &[], None).await {
+            break r.text();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker's metrics never answered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let m = scrape_values(&text);
+    assert_eq!(
+        m["docproc_workers{job_type=\"excel_processing\"}"], 3.0,
+        "{text}"
+    );
+    assert_eq!(
+        m["docproc_workers_busy{job_type=\"excel_processing\"}"],
+        0.0
+    );
+    assert_eq!(m["docproc_up"], 1.0);
+}

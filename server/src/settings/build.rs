@@ -205,6 +205,10 @@ pub fn serve(st: &Settings) -> Result<ServeConfig, SettingsError> {
     if st.cmd() == super::Cmd::Serve {
         check_exposure(c.listen, &c.keys, c.insecure)?;
     }
+    c.metrics_listen = addr(st, "metrics.listen")?;
+    if let Some(m) = c.metrics_listen {
+        check_exposure(m, &c.keys, c.insecure)?;
+    }
     Ok(c)
 }
 
@@ -279,6 +283,8 @@ pub struct BrokerSettings {
     pub keys: Keys,
     /// TLS files.
     pub tls: Option<TlsFiles>,
+    /// Where to serve `/metrics`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Settings of `docproc broker`; unset ones take `BrokerConfig::default()`.
@@ -307,11 +313,17 @@ pub fn broker(st: &Settings) -> Result<BrokerSettings, SettingsError> {
     }
     let listen = addr(st, "broker.listen")?.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7070)));
     let keys = keys(st)?;
-    check_exposure(listen, &keys, st.bool("server.insecure")?.unwrap_or(false))?;
+    let insecure = st.bool("server.insecure")?.unwrap_or(false);
+    check_exposure(listen, &keys, insecure)?;
+    let metrics_listen = addr(st, "metrics.listen")?;
+    if let Some(m) = metrics_listen {
+        check_exposure(m, &keys, insecure)?;
+    }
     Ok(BrokerSettings {
         listen,
         broker: c,
         keys,
         tls: tls(st)?,
+        metrics_listen,
     })
 }

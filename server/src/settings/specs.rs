@@ -46,7 +46,7 @@ pub static SPECS: &[Spec] = &[
     // HTTP server.
     s("server.listen", &["DOCPROC_LISTEN"], "listen", SERVE, Str,
       "HTTP address; a non-loopback address needs API keys or --insecure [default: 127.0.0.1:8080]"),
-    s("server.insecure", &["DOCPROC_INSECURE"], "insecure", HTTP_AND_BROKER, Bool,
+    s("server.insecure", &["DOCPROC_INSECURE"], "insecure", ALL, Bool,
       "Allow a non-loopback address without API keys (anyone who reaches it can do anything) [default: false]"),
     s("server.max_upload_bytes", &["DOCPROC_MAX_UPLOAD_BYTES"], "max-upload-bytes", SERVE, Int,
       "Largest upload in bytes [default: 104857600]"),
@@ -61,6 +61,9 @@ pub static SPECS: &[Spec] = &[
       "API keys as NAME:SCOPE:sha256:HEX (scope read, worker, write or admin; made by `docproc key new`) [default: none, loopback only]")),
     s("auth.upload_rate", &["DOCPROC_UPLOAD_RATE"], "upload-rate", SERVE, Int,
       "Uploads per minute per API key (and per client address without keys) [default: 600]"),
+    // Metrics of processes without the HTTP API.
+    s("metrics.listen", &["DOCPROC_METRICS_LISTEN"], "metrics-listen", &[Cmd::Worker, Cmd::Broker], Str,
+      "Address serving /metrics and /healthz for `docproc worker` and `docproc broker` [default: none]"),
     // TLS.
     s("tls.cert", &["DOCPROC_TLS_CERT"], "tls-cert", HTTP_AND_BROKER, Str,
       "PEM certificate chain: serve HTTPS (serve) or gRPC over TLS (broker) [default: none, plaintext]"),
