@@ -260,6 +260,7 @@ pub fn generate(name: &str, scope: Scope) -> Result<(String, ApiKey), String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -97,7 +97,8 @@ async fn every_route_needs_a_key_with_the_right_scope() {
         );
     }
     // Changes: refused without a key, forbidden to the read key.
-    let changes: [(&str, String, Option<(&str, Vec<u8>)>); 2] = [
+    type Change<'a> = (&'a str, String, Option<(&'a str, Vec<u8>)>);
+    let changes: [Change; 2] = [
         (
             "POST",
             "/api/upload-async".into(),

@@ -220,7 +220,9 @@ fn configuration_layers_file_env_and_flags() {
 #[test]
 fn a_bad_setting_stops_startup_naming_it() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+    /// Flags, environment, what the error must mention.
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (vec![], vec![("EXCEL_WORKERS", "lots")], "workers.excel"),
         (vec!["--job-timeout-secs", "0"], vec![], "jobs.timeout_secs"),
         (vec![], vec![("QUEUE_TYPE", "rabbitmq")], "QUEUE_TYPE"),

@@ -32,11 +32,10 @@ pub async fn connect(u: &QueueUrl) -> Result<GrpcQueue> {
         .await
         .map_err(map(0))?;
     // A missing or wrong API key stops startup instead of every later call.
-    match client.stats(Some("docproc.auth-check")).await {
-        Err(e @ (ClientError::Unauthenticated(_) | ClientError::PermissionDenied(_))) => {
-            return Err(u.invalid(format!("the broker refused the connection: {e}")));
-        }
-        _ => {}
+    if let Err(e @ (ClientError::Unauthenticated(_) | ClientError::PermissionDenied(_))) =
+        client.stats(Some("docproc.auth-check")).await
+    {
+        return Err(u.invalid(format!("the broker refused the connection: {e}")));
     }
     let remote = Remote {
         client,
