@@ -181,9 +181,11 @@ async fn run(
         };
         backoff = Duration::from_millis(100);
         loop {
+            // Shutdown first: no new job once it is set.
             let next = tokio::select! {
-                n = leases.next() => n,
+                biased;
                 _ = shutdown.wait_for(|s| *s) => return,
+                n = leases.next() => n,
             };
             match next {
                 Some(Ok(lease)) => {

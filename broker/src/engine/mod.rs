@@ -359,10 +359,16 @@ impl Broker {
     /// [`get`](Self::get) for readers running beside writers: a message
     /// whose final state is still being written (it has left the live set
     /// but is not on disk yet) is read once that write lands, instead of
-    /// answering `NotFound` for a message that exists.
+    /// answering `NotFound` for a message that exists; and a message
+    /// completed in memory whose result is still being written is read once
+    /// the result is on disk, instead of answering an empty result.
     pub async fn get_settled(&self, id: u64, with_payload: bool) -> Result<Message> {
         match self.get(id, with_payload) {
             Err(Error::NotFound(_)) => {
+                self.inner.store.barrier().wait().await?;
+                self.get(id, with_payload)
+            }
+            Ok(m) if m.state() == S::Completed && m.result.is_empty() => {
                 self.inner.store.barrier().wait().await?;
                 self.get(id, with_payload)
             }
