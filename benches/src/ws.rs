@@ -72,7 +72,8 @@ pub(crate) async fn all(subscribers: u64) -> anyhow::Result<Vec<Row>> {
             .spawn()?,
     );
     let deadline = Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
+    // It listens at once and answers 503 `starting` until its queue is open.
+    while !ready(addr).await {
         anyhow::ensure!(Instant::now() < deadline, "docproc serve did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -285,4 +286,18 @@ fn rss_kib(pid: u32) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Whether `GET /readyz` answers 200.
+async fn ready(addr: std::net::SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return false;
+    };
+    let req = format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).await.is_ok() && head.ends_with(b" 200")
 }

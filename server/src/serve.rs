@@ -3,7 +3,7 @@
 //! stop the workers and close the queue.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -94,6 +94,8 @@ fn workers(
 }
 
 /// Serves the HTTP API and runs the worker pools until `shutdown` resolves.
+/// The listener answers from the start: `/healthz` 200 and everything else
+/// 503 `starting` until the queue is open and the workers run.
 pub async fn serve(
     cfg: ServeConfig,
     listener: TcpListener,
@@ -104,77 +106,140 @@ pub async fn serve(
         Some(t) => Some(crate::http::tls::server_config(&t.cert, &t.key).map_err(ServeError::Tls)?),
         None => None,
     };
+    let local = listener.local_addr()?;
+    let ready = Arc::new(OnceLock::new());
+    let (closing_tx, closing) = watch::channel(false);
+    let (abort_tx, abort) = tokio::sync::oneshot::channel::<()>();
+    let stop_serving = async move {
+        tokio::select! {
+            _ = shutdown => {}
+            _ = abort => {}
+        }
+        // WebSocket connections close (1001) so the server can finish.
+        closing_tx.send_replace(true);
+    };
+    let front =
+        crate::http::front(ready.clone()).into_make_service_with_connect_info::<ClientAddr>();
+    let mut server = tokio::spawn(async move {
+        match tls {
+            Some(tls) => {
+                axum::serve(TlsListener::new(listener, tls)?, front)
+                    .with_graceful_shutdown(stop_serving)
+                    .await
+            }
+            None => {
+                axum::serve(listener, front)
+                    .with_graceful_shutdown(stop_serving)
+                    .await
+            }
+        }
+    });
+    let started = tokio::select! {
+        s = start(&cfg, closing) => s,
+        // Stopped while starting.
+        done = &mut server => return flatten(done),
+    };
+    let (state, mut running) = match started {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = abort_tx.send(());
+            let _ = server.await;
+            return Err(e);
+        }
+    };
+    let queue = state.queue.clone();
+    let _ = ready.set(app(state));
+    tracing::info!(
+        listen = %local,
+        queue = %queue.backend(),
+        data_dir = %cfg.data_dir.display(),
+        "docproc serve ready"
+    );
+    let served = flatten(server.await);
+    running.stop(&cfg).await;
+    queue.close().await;
+    drop(abort_tx);
+    served
+}
+
+fn flatten(r: Result<std::io::Result<()>, tokio::task::JoinError>) -> Result<(), ServeError> {
+    match r {
+        Ok(r) => Ok(r?),
+        Err(e) => Err(ServeError::Io(std::io::Error::other(e.to_string()))),
+    }
+}
+
+/// The tasks `docproc serve` runs beside the HTTP server.
+struct Running {
+    stop: watch::Sender<bool>,
+    workers: tokio::task::JoinSet<()>,
+    ctx: Arc<WorkerContext>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops taking jobs, drains the pools, ends the other tasks.
+    async fn stop(&mut self, cfg: &ServeConfig) {
+        self.stop.send_replace(true);
+        drain(&mut self.workers, &self.ctx, cfg.shutdown_grace).await;
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Opens the queue and the result store, starts the pools, the event hub,
+/// the expiry watcher and the sweeper.
+async fn start(
+    cfg: &Arc<ServeConfig>,
+    closing: watch::Receiver<bool>,
+) -> Result<(AppState, Running), ServeError> {
     let metrics = Arc::new(Metrics::default());
     let queue = queue::open(&cfg.queue_url()).await?;
     let results = ResultStore::open(cfg.results_dir())?;
     tokio::fs::create_dir_all(cfg.uploads_dir()).await?;
-    let notifier = notifier(&cfg, queue.clone(), results.clone(), metrics.clone())?;
+    let notifier = notifier(cfg, queue.clone(), results.clone(), metrics.clone())?;
     let ctx = Arc::new(workers(
-        &cfg,
+        cfg,
         queue.clone(),
         results.clone(),
         notifier.clone(),
     )?);
     let (stop, stopped) = watch::channel(false);
-    let mut workers = worker::start(ctx.clone(), stopped.clone());
-    let ctx_for_drain = ctx.clone();
+    let workers = worker::start(ctx.clone(), stopped.clone());
     let hub = Hub::new(queue.clone(), cfg.notify.hub.clone());
-    let hub_task = tokio::spawn(hub.clone().run(stopped.clone(), Some(metrics.clone())));
-    let expired = tokio::spawn(notify::watch_expired(
-        queue.clone(),
-        notifier.clone(),
-        stopped.clone(),
-    ));
-    let (closing_tx, closing) = watch::channel(false);
-    let sweeper = tokio::spawn(sweep(
-        results.clone(),
-        cfg.uploads_dir(),
-        cfg.result_retention,
-        stopped,
-    ));
+    let tasks = vec![
+        tokio::spawn(hub.clone().run(stopped.clone(), Some(metrics.clone()))),
+        tokio::spawn(notify::watch_expired(
+            queue.clone(),
+            notifier.clone(),
+            stopped.clone(),
+        )),
+        tokio::spawn(sweep(
+            results.clone(),
+            cfg.uploads_dir(),
+            cfg.result_retention,
+            stopped,
+        )),
+    ];
     let state = AppState {
-        queue: queue.clone(),
+        queue,
         results,
         config: cfg.clone(),
-        workers: Some(ctx),
+        workers: Some(ctx.clone()),
         hub,
         notifier,
         closing,
         metrics,
         upload_limiter: Arc::new(RateLimiter::new(cfg.upload_rate_per_min)),
     };
-    tracing::info!(
-        listen = %listener.local_addr()?,
-        queue = %queue.backend(),
-        data_dir = %cfg.data_dir.display(),
-        "docproc serve ready"
-    );
-    let shutdown = async move {
-        shutdown.await;
-        // WebSocket connections close (1001) so the server can finish.
-        closing_tx.send_replace(true);
+    let running = Running {
+        stop,
+        workers,
+        ctx,
+        tasks,
     };
-    let app = app(state).into_make_service_with_connect_info::<ClientAddr>();
-    let served = match tls {
-        Some(tls) => {
-            axum::serve(TlsListener::new(listener, tls)?, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-        None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-    };
-    stop.send_replace(true);
-    drain(&mut workers, &ctx_for_drain, cfg.shutdown_grace).await;
-    let _ = sweeper.await;
-    let _ = hub_task.await;
-    let _ = expired.await;
-    queue.close().await;
-    served?;
-    Ok(())
+    Ok((state, running))
 }
 
 /// Runs only the worker pools (no HTTP) until `shutdown` resolves.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::{docproc_process, request, script, try_request, Proc};
 use parking_lot::Mutex;
 
-fn serve(dir: &std::path::Path, extra: &[&str]) -> (Proc, SocketAddr) {
+async fn serve(dir: &std::path::Path, extra: &[&str]) -> (Proc, SocketAddr) {
     let mut flags = vec![
         "--excel-workers",
         "1",
@@ -24,7 +24,9 @@ fn serve(dir: &std::path::Path, extra: &[&str]) -> (Proc, SocketAddr) {
     ];
     flags.extend_from_slice(extra);
     let (child, addr) = docproc_process("serve", dir, &flags);
-    (Proc(child), addr.parse().expect("address"))
+    let addr: SocketAddr = addr.parse().expect("address");
+    common::wait_started(addr, false).await;
+    (Proc(child), addr)
 }
 
 fn sigterm(child: &Child) {
@@ -72,7 +74,7 @@ async fn wait_status(addr: SocketAddr, id: &str, want: &str, secs: u64) -> serde
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_an_upload_burst_loses_no_accepted_job() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut p, addr) = serve(dir.path(), &["--shutdown-grace-secs", "2"]);
+    let (mut p, addr) = serve(dir.path(), &["--shutdown-grace-secs", "2"]).await;
     let accepted = Arc::new(Mutex::new(Vec::<String>::new()));
     let refused = Arc::new(Mutex::new(Vec::<u16>::new()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -123,7 +125,7 @@ async fn sigterm_during_an_upload_burst_loses_no_accepted_job() {
         "refusals are 503 draining (or no connection): {refused:?}"
     );
     // Restart on the same data directory: every accepted job is there and runs.
-    let (_p2, addr2) = serve(dir.path(), &[]);
+    let (_p2, addr2) = serve(dir.path(), &[]).await;
     for id in &accepted {
         wait_status(addr2, id, "completed", 120).await;
     }
@@ -146,7 +148,8 @@ async fn a_job_in_hand_finishes_within_the_grace() {
     let (mut p, addr) = serve(
         dir.path(),
         &["--shutdown-grace-secs", "20", "--extractor", &slow],
-    );
+    )
+    .await;
     let (ct, b) = common::multipart("a.csv", b"a,b\n1,2\n", &[]);
     let r = request(addr, "POST", "/api/upload-async", Some((&ct, b))).await;
     assert_eq!(r.status, 202);
@@ -155,7 +158,7 @@ async fn a_job_in_hand_finishes_within_the_grace() {
     sigterm(&p.0);
     let status = exit_within(&mut p, 25).await;
     assert!(status.success(), "{status:?}");
-    let (_p2, addr2) = serve(dir.path(), &[]);
+    let (_p2, addr2) = serve(dir.path(), &[]).await;
     let s = status_of(addr2, &id).await;
     assert_eq!(
         s["status"], "completed",
@@ -181,7 +184,8 @@ async fn a_job_still_running_after_the_grace_is_handed_back_at_once() {
             "--extractor",
             &stuck,
         ],
-    );
+    )
+    .await;
     let (ct, b) = common::multipart("a.csv", b"a,b\n1,2\n", &[]);
     let r = request(addr, "POST", "/api/upload-async", Some((&ct, b))).await;
     let id = r.json()["job_id"].as_str().unwrap().to_string();
@@ -197,7 +201,7 @@ async fn a_job_still_running_after_the_grace_is_handed_back_at_once() {
     );
     // Restarted with the real extractor: the job runs again well before its
     // old lease would have ended.
-    let (_p2, addr2) = serve(dir.path(), &[]);
+    let (_p2, addr2) = serve(dir.path(), &[]).await;
     let s = wait_status(addr2, &id, "completed", 60).await;
     assert_eq!(s["attempts"], 2, "{s}");
 }

@@ -563,3 +563,43 @@ async fn a_worker_process_serves_its_pools_metrics() {
     );
     assert_eq!(m["docproc_up"], 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_says_starting_until_the_queue_is_open() {
+    // A "broker" that takes connections and never answers: opening the
+    // queue does not finish while this test looks.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let broker = silent.local_addr().unwrap();
+    let _hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((c, _)) = silent.accept().await {
+            held.push(c);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = common::config(dir.path());
+    cfg.queue_url = Some(format!("grpc://{broker}"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(docproc_server::serve::serve(cfg, listener, async {
+        let _ = stopped.await;
+    }));
+    common::request(addr, "GET", "/readyz", None)
+        .await
+        .assert_error(503, "starting");
+    common::request(addr, "GET", "/api/jobs", None)
+        .await
+        .assert_error(503, "starting");
+    assert_eq!(
+        common::request(addr, "GET", "/healthz", None).await.status,
+        200
+    );
+    // Stopping while starting ends the server cleanly.
+    stop.send(()).unwrap();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), server)
+        .await
+        .expect("stopped in time")
+        .unwrap();
+    assert!(ended.is_ok(), "{ended:?}");
+}

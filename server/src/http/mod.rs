@@ -13,7 +13,7 @@ pub(crate) use jobs::split;
 mod stats;
 mod upload;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::http::StatusCode;
@@ -77,6 +77,34 @@ pub fn app(state: AppState) -> Router {
         ))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(state)
+}
+
+/// What answers while the server starts: `/healthz` 200, everything else
+/// 503 `starting`; once `ready` holds the API, every request goes to it.
+pub fn front(ready: Arc<OnceLock<Router>>) -> Router {
+    Router::new().fallback(front_door).with_state(ready)
+}
+
+async fn front_door(
+    axum::extract::State(ready): axum::extract::State<Arc<OnceLock<Router>>>,
+    req: axum::extract::Request,
+) -> Response {
+    use tower::ServiceExt as _;
+    match ready.get() {
+        Some(app) => match app.clone().oneshot(req).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        },
+        None if req.uri().path() == "/healthz" => {
+            Json(serde_json::json!({ "status": "ok" })).into_response()
+        }
+        None => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting",
+            "the server is starting: opening the queue",
+        )
+        .into_response(),
+    }
 }
 
 /// An error answered as `{"code","message"}` with its status.

@@ -169,6 +169,7 @@ impl TestServer {
     pub async fn start_in(dir: tempfile::TempDir, edit: impl FnOnce(&mut ServeConfig)) -> Self {
         let mut cfg = config(dir.path());
         edit(&mut cfg);
+        let tls = cfg.tls.is_some();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -181,6 +182,7 @@ impl TestServer {
             .await
             .expect("serve");
         });
+        wait_started(addr, tls).await;
         Self {
             addr,
             dir,
@@ -249,6 +251,42 @@ impl TestServer {
         std::fs::read_dir(self.dir.path().join("uploads"))
             .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
             .unwrap_or_default()
+    }
+}
+
+/// Waits until the server no longer answers 503 `starting` (it answers
+/// from the moment it listens, before its queue is open).
+pub async fn wait_started(addr: SocketAddr, tls: bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let starting = if tls {
+            docproc_server::llm::install_crypto();
+            let client = reqwest::Client::builder()
+                .danger_accept_invalid_certs(true)
+                .build()
+                .expect("client");
+            match client
+                .get(format!("https://127.0.0.1:{}/readyz", addr.port()))
+                .send()
+                .await
+            {
+                Ok(r) => r.text().await.unwrap_or_default().contains("\"starting\""),
+                Err(_) => true,
+            }
+        } else {
+            match try_request(addr, "GET", "/readyz", &[], None).await {
+                Some(r) => r.status == 503 && r.text().contains("\"starting\""),
+                None => true,
+            }
+        };
+        if !starting {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server did not finish starting"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
