@@ -334,9 +334,22 @@ async fn hostile_files_fail_their_own_jobs_only() {
     let n = s.wait(&nested, "failed", 60).await;
     assert!(n["error"].as_str().is_some_and(|e| !e.is_empty()), "{n}");
     s.wait(&good, "completed", 60).await;
-    // The server is still answering and the failed jobs' files are gone.
+    // The server is still answering and the files of jobs that failed for
+    // good are gone; only a job that failed for a passing cause (timed out
+    // under load, say) keeps its file, for a retry.
     assert_eq!(s.get("/api/queue/stats").await.status, 200);
-    assert!(s.uploads().is_empty());
+    let passing = [&sp, &f, &h, &r, &b, &n]
+        .iter()
+        .filter(|j| {
+            let e = j["error"].as_str().unwrap_or("");
+            e.starts_with("extraction timed out") || e.starts_with("extractor failed to run")
+        })
+        .count();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while s.uploads().len() != passing && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(s.uploads().len(), passing, "{:?} {n}", s.uploads());
     s.stop().await;
 }
 
