@@ -44,6 +44,10 @@ pub struct ExtractPayload {
     /// Who gets the completion mail.
     #[serde(default)]
     pub email: Option<String>,
+    /// The name of the API key that uploaded it (`write` keys see only
+    /// their own jobs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// Busy and total workers of one pool.
@@ -443,7 +447,11 @@ async fn notification_job(ctx: &WorkerContext, lease: Lease) {
 }
 
 async fn queue_analysis(ctx: &WorkerContext, job: &crate::queue::Job) -> Option<JobId> {
-    let mut next = NewJob::new(job_types::AI, json!({ "source_job": job.job_id }))
+    let mut payload = json!({ "source_job": job.job_id });
+    if let Some(owner) = crate::queue::owner_of(job) {
+        payload["owner"] = json!(owner);
+    }
+    let mut next = NewJob::new(job_types::AI, payload)
         .priority(job.priority)
         .max_retries(job.max_retries)
         .timeout(job.timeout);

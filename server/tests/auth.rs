@@ -312,9 +312,10 @@ async fn uploads_are_rate_limited_per_key() {
     )
     .await;
     assert_eq!(list.status, 200);
+    // Key a sees its own two jobs: the refused upload made none.
     assert_eq!(
         list.json()["jobs"].as_array().unwrap().len(),
-        3,
+        2,
         "the refused upload made no job"
     );
 }
@@ -348,4 +349,103 @@ async fn oversized_headers_and_slow_requests_are_cut_off() {
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("\"code\":\"timeout\""), "{text}");
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_keys_see_only_their_own_jobs() {
+    use common::ws::Ws;
+    let (alice, a) = generate("alice", Scope::Write).unwrap();
+    let (bob, b) = generate("bob", Scope::Write).unwrap();
+    let (ops, o) = generate("ops", Scope::Read).unwrap();
+    let (root, r) = generate("root", Scope::Admin).unwrap();
+    let keys = Keys::parse(&[a.entry(), b.entry(), o.entry(), r.entry()]).unwrap();
+    let s = TestServer::start(move |c| c.keys = keys).await;
+    let addr = s.addr;
+    let (ct, body) = common::multipart("a.csv", b"a,b\n1,2\n", &[]);
+    let submit = |key: &str| {
+        let auth = bearer(key);
+        let (ct, body) = (ct.clone(), body.clone());
+        async move {
+            let r = request_with(
+                addr,
+                "POST",
+                "/api/upload-async",
+                &[("Authorization", &auth)],
+                Some((&ct, body)),
+            )
+            .await;
+            assert_eq!(r.status, 202, "{}", r.text());
+            r.json()["job_id"].as_str().unwrap().to_string()
+        }
+    };
+    let get = |key: &str, path: String| {
+        let auth = bearer(key);
+        async move { request_with(addr, "GET", &path, &[("Authorization", &auth)], None).await }
+    };
+    // Both follow everything they may see.
+    let mut bob_ws = Ws::connect_with_key(addr, "?all=true", Some(&bob)).await;
+    let mut alice_ws = Ws::connect_with_key(addr, "?all=true", Some(&alice)).await;
+    bob_ws.until(10, |f| f["type"] == "subscribed").await;
+    alice_ws.until(10, |f| f["type"] == "subscribed").await;
+
+    let job_a = submit(&alice).await;
+    alice_ws
+        .until(30, |f| {
+            f["job_id"] == job_a.as_str() && f["status"] == "completed"
+        })
+        .await;
+    let job_b = submit(&bob).await;
+    let (_, seen_by_bob) = bob_ws
+        .until(30, |f| {
+            f["job_id"] == job_b.as_str() && f["status"] == "completed"
+        })
+        .await;
+    assert!(
+        seen_by_bob.iter().all(|f| f["job_id"] != job_a.as_str()),
+        "bob's WebSocket saw alice's job: {seen_by_bob:?}"
+    );
+
+    // Another write key's job does not exist for bob; read and admin see it.
+    for path in [
+        format!("/api/job/{job_a}/status"),
+        format!("/api/job/{job_a}/result"),
+        format!("/api/job/{job_a}/html"),
+    ] {
+        get(&bob, path.clone()).await.assert_error(404, "not_found");
+        assert_eq!(get(&alice, path.clone()).await.status, 200, "{path}");
+        assert_eq!(get(&ops, path.clone()).await.status, 200, "{path}");
+        assert_eq!(get(&root, path.clone()).await.status, 200, "{path}");
+    }
+    request_with(
+        addr,
+        "DELETE",
+        &format!("/api/job/{job_a}"),
+        &[("Authorization", &bearer(&bob))],
+        None,
+    )
+    .await
+    .assert_error(404, "not_found");
+    let ids = |r: common::Response| -> Vec<String> {
+        r.json()["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["job_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        ids(get(&bob, "/api/jobs".into()).await),
+        vec![job_b.clone()]
+    );
+    let all = ids(get(&ops, "/api/jobs".into()).await);
+    assert!(all.contains(&job_a) && all.contains(&job_b), "{all:?}");
+    // Subscribing to another key's job by id: not found, not subscribed.
+    bob_ws
+        .send(serde_json::json!({ "type": "subscribe", "job_ids": [job_a] }))
+        .await;
+    let (err, _) = bob_ws.until(10, |f| f["type"] == "error").await;
+    assert_eq!(
+        (err["code"].as_str(), err["job_id"].as_str()),
+        (Some("not_found"), Some(job_a.as_str()))
+    );
 }

@@ -16,10 +16,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::IntoParams;
 
+use super::guard::{sees, Caller};
 use super::jobs::status_body;
 use super::{ApiError, AppState};
 use crate::queue::{JobId, JobStatus, ListQuery, NewJob};
 use crate::worker::ExtractPayload;
+use axum::Extension;
 
 /// Marks a dead job deleted from the list.
 const DELETED: &str = "deleted.json";
@@ -50,6 +52,7 @@ pub(super) struct DeadParams {
         (status = 400, body = super::ErrorBody)))]
 pub(super) async fn list(
     State(st): State<AppState>,
+    caller: Option<Extension<Caller>>,
     params: Result<Query<DeadParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(p) = params?;
@@ -67,7 +70,7 @@ pub(super) async fn list(
         })
         .await?;
     let mut jobs = Vec::with_capacity(page.jobs.len());
-    for r in &page.jobs {
+    for r in page.jobs.iter().filter(|r| sees(&caller, &r.job)) {
         if st.results.read_meta(&r.job.job_id, DELETED).await.is_some() {
             continue;
         }
@@ -86,9 +89,13 @@ pub(super) async fn list(
 }
 
 /// The dead job `id`, or 404 / 409.
-async fn dead(st: &AppState, id: &str) -> Result<crate::queue::JobRecord, ApiError> {
+async fn dead(
+    st: &AppState,
+    caller: &Option<Extension<Caller>>,
+    id: &str,
+) -> Result<crate::queue::JobRecord, ApiError> {
     let id = JobId(id.to_string());
-    let r = st.queue.get(&id).await?;
+    let r = super::jobs::visible(st, caller, id.clone()).await?;
     let deleted = st.results.read_meta(&id, DELETED).await.is_some();
     if r.status != JobStatus::Failed || deleted {
         return Err(ApiError::new(
@@ -116,10 +123,11 @@ async fn dead(st: &AppState, id: &str) -> Result<crate::queue::JobRecord, ApiErr
         (status = 410, description = "Its upload is no longer kept", body = super::ErrorBody)))]
 pub(super) async fn retry(
     State(st): State<AppState>,
+    caller: Option<Extension<Caller>>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Path(id) = id?;
-    let r = dead(&st, &id).await?;
+    let r = dead(&st, &caller, &id).await?;
     if let Ok(p) = serde_json::from_value::<ExtractPayload>(r.job.payload.clone()) {
         if !tokio::fs::try_exists(&p.file).await.unwrap_or(false) {
             return Err(ApiError::new(
@@ -167,10 +175,11 @@ pub(super) async fn retry(
         (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
 pub(super) async fn remove(
     State(st): State<AppState>,
+    caller: Option<Extension<Caller>>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Path(id) = id?;
-    let r = dead(&st, &id).await?;
+    let r = dead(&st, &caller, &id).await?;
     if let Ok(p) = serde_json::from_value::<ExtractPayload>(r.job.payload.clone()) {
         if p.file.starts_with(st.config.uploads_dir()) {
             let _ = tokio::fs::remove_file(&p.file).await;

@@ -40,6 +40,33 @@ pub struct Caller {
     pub key: Option<ApiKey>,
 }
 
+impl Caller {
+    /// Whether this caller may see `job`: a `write` key sees only the jobs
+    /// it submitted; `read`, `worker` and `admin` keys (and every caller
+    /// when no keys are configured) see all.
+    pub fn sees(&self, job: &crate::queue::Job) -> bool {
+        match &self.key {
+            Some(k) if k.scope == Scope::Write => {
+                crate::queue::owner_of(job) == Some(k.name.as_str())
+            }
+            _ => true,
+        }
+    }
+
+    /// The owner a WebSocket of this caller is limited to.
+    pub fn tenant(&self) -> Option<String> {
+        self.key
+            .as_ref()
+            .filter(|k| k.scope == Scope::Write)
+            .map(|k| k.name.clone())
+    }
+}
+
+/// Whether the request's caller may see `job` (no caller: no keys).
+pub fn sees(caller: &Option<axum::Extension<Caller>>, job: &crate::queue::Job) -> bool {
+    caller.as_ref().is_none_or(|c| c.0.sees(job))
+}
+
 /// Name of the rate-limit bucket: the key, else the client's address.
 fn bucket(caller: &Caller, req: &Request) -> String {
     match (

@@ -10,11 +10,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 
+use super::guard::{sees, Caller};
 use super::{rfc3339, ApiError, AppState};
 use crate::notify::{email, webhook, Targets};
-use crate::queue::{CancelOutcome, JobId, JobRecord, JobStatus, ListQuery};
+use crate::queue::{CancelOutcome, JobId, JobRecord, JobStatus, ListQuery, QueueError};
 use crate::results::Artifact;
 use crate::worker::ExtractPayload;
+use axum::Extension;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -114,10 +116,11 @@ pub(super) struct CancelAnswer {
     responses((status = 200, body = JobView), (status = 404, body = super::ErrorBody)))]
 pub(super) async fn status(
     State(st): State<AppState>,
+    caller: Option<Extension<Caller>>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Path(id) = id?;
-    let r = st.queue.get(&JobId(id)).await?;
+    let r = visible(&st, &caller, JobId(id)).await?;
     let mut body = status_body(&r);
     let targets = Targets::of(&r.job.payload);
     if let Some(url) = &targets.callback_url {
@@ -139,9 +142,27 @@ pub(super) async fn status(
     Ok(Json(body))
 }
 
-async fn completed(st: &AppState, id: String, what: Artifact) -> Result<Vec<u8>, ApiError> {
-    let id = JobId(id);
+/// The job, or 404 when it does not exist or the caller may not see it.
+pub(super) async fn visible(
+    st: &AppState,
+    caller: &Option<Extension<Caller>>,
+    id: JobId,
+) -> Result<JobRecord, ApiError> {
     let r = st.queue.get(&id).await?;
+    if !sees(caller, &r.job) {
+        return Err(QueueError::NotFound(id).into());
+    }
+    Ok(r)
+}
+
+async fn completed(
+    st: &AppState,
+    caller: &Option<Extension<Caller>>,
+    id: String,
+    what: Artifact,
+) -> Result<Vec<u8>, ApiError> {
+    let id = JobId(id);
+    let r = visible(st, caller, id.clone()).await?;
     if r.status != JobStatus::Completed {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -170,10 +191,11 @@ async fn completed(st: &AppState, id: String, what: Artifact) -> Result<Vec<u8>,
         (status = 410, description = "Past the retention", body = super::ErrorBody)))]
 pub(super) async fn result(
     State(st): State<AppState>,
+    caller: Option<Extension<Caller>>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Path(id) = id?;
-    let body = completed(&st, id, Artifact::Json).await?;
+    let body = completed(&st, &caller, id, Artifact::Json).await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body))
 }
 
@@ -184,10 +206,11 @@ pub(super) async fn result(
         (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody), (status = 410, body = super::ErrorBody)))]
 pub(super) async fn html(
     State(st): State<AppState>,
+    caller: Option<Extension<Caller>>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Path(id) = id?;
-    let body = completed(&st, id, Artifact::Html).await?;
+    let body = completed(&st, &caller, id, Artifact::Html).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -208,11 +231,12 @@ pub(super) async fn html(
         (status = 409, description = "Already finished", body = super::ErrorBody)))]
 pub(super) async fn cancel(
     State(st): State<AppState>,
+    caller: Option<Extension<Caller>>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Path(id) = id?;
     let id = JobId(id);
-    let record = st.queue.get(&id).await?;
+    let record = visible(&st, &caller, id.clone()).await?;
     let (status, message) = match st.queue.cancel(&id).await? {
         CancelOutcome::Cancelled => {
             // No worker will see it: its notifications go from here, and
@@ -272,6 +296,7 @@ pub(crate) fn split(s: Option<&str>) -> Vec<String> {
     responses((status = 200, body = JobPage), (status = 400, body = super::ErrorBody)))]
 pub(super) async fn list(
     State(st): State<AppState>,
+    caller: Option<Extension<Caller>>,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(p) = params?;
@@ -292,7 +317,12 @@ pub(super) async fn list(
     };
     let page = st.queue.list(&q).await?;
     Ok(Json(json!({
-        "jobs": page.jobs.iter().map(status_body).collect::<Vec<_>>(),
+        "jobs": page
+            .jobs
+            .iter()
+            .filter(|r| sees(&caller, &r.job))
+            .map(status_body)
+            .collect::<Vec<_>>(),
         "next_cursor": page.next_cursor,
     })))
 }

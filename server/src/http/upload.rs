@@ -5,6 +5,9 @@
 use std::path::PathBuf;
 
 use axum::extract::{DefaultBodyLimit, Multipart, State};
+use axum::Extension;
+
+use super::guard::Caller;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::post;
@@ -131,8 +134,10 @@ pub(super) struct UploadAccepted {
         (status = 503, description = "Draining for shutdown", body = super::ErrorBody)))]
 pub(super) async fn upload(
     State(st): State<AppState>,
+    caller: Option<Extension<Caller>>,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let owner = caller.and_then(|Extension(c)| c.key.map(|k| k.name));
     let max = st.config.max_upload_bytes;
     let mut multipart = multipart.map_err(|e| {
         ApiError::bad_request(format!("expected multipart/form-data: {}", e.body_text()))
@@ -272,6 +277,7 @@ pub(super) async fn upload(
         analyze,
         callback_url,
         email,
+        owner: owner.clone(),
     };
     let correlation_id =
         correlation_id.unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
@@ -284,7 +290,8 @@ pub(super) async fn upload(
     .timeout(st.config.job_timeout)
     .correlation_id(correlation_id.clone());
     let id = st.queue.publish_one(job).await?;
-    st.hub.remember(&id, Some(&correlation_id));
+    st.hub
+        .remember(&id, Some(&correlation_id), owner.as_deref());
     spool.keep = true;
     Ok((
         StatusCode::ACCEPTED,

@@ -48,6 +48,9 @@ pub struct Routed {
     pub job_id: JobId,
     /// Its correlation id, if any.
     pub correlation_id: Option<String>,
+    /// The API key that submitted it, if any (connections of `write` keys
+    /// see only their own jobs).
+    pub owner: Option<String>,
     /// Its status after the change.
     pub status: JobStatus,
     /// Deliveries so far.
@@ -121,6 +124,8 @@ struct State {
     all: HashSet<ConnId>,
     /// job → correlation id (`None`: the job has none), oldest first in `known_order`.
     known: HashMap<JobId, Option<String>>,
+    /// job → the key that submitted it, for the jobs in `known` that have one.
+    owners: HashMap<JobId, String>,
     known_order: VecDeque<JobId>,
     by_corr_jobs: HashMap<String, Vec<JobId>>,
     slow_kicked: u64,
@@ -195,6 +200,7 @@ impl Hub {
                     by_corr: HashMap::new(),
                     all: HashSet::new(),
                     known: HashMap::new(),
+                    owners: HashMap::new(),
                     known_order: VecDeque::new(),
                     by_corr_jobs: HashMap::new(),
                     slow_kicked: 0,
@@ -230,13 +236,14 @@ impl Hub {
 
     /// Remembers a job's correlation id (the upload handler knows it, which
     /// saves a read when its first event arrives).
-    pub fn remember(&self, job: &JobId, correlation_id: Option<&str>) {
+    pub fn remember(&self, job: &JobId, correlation_id: Option<&str>, owner: Option<&str>) {
         let mut s = self.state();
         remember(
             &mut s,
             &self.shared.cfg,
             job,
             correlation_id.map(str::to_string),
+            owner.map(str::to_string),
         );
     }
 
@@ -434,13 +441,19 @@ impl Hub {
         } else {
             None
         };
-        let correlation_id = match known {
-            Some(c) => c,
-            None => record.as_ref().and_then(|r| r.job.correlation_id.clone()),
+        let (correlation_id, owner) = match known {
+            Some(c) => (c, self.state().owners.get(&ev.job_id).cloned()),
+            None => (
+                record.as_ref().and_then(|r| r.job.correlation_id.clone()),
+                record
+                    .as_ref()
+                    .and_then(|r| crate::queue::owner_of(&r.job).map(str::to_string)),
+            ),
         };
         Enriched {
             ev,
             correlation_id,
+            owner,
             record,
         }
     }
@@ -450,7 +463,13 @@ impl Hub {
         let mut guard = self.state();
         let s = &mut *guard;
         if !s.known.contains_key(&e.ev.job_id) {
-            remember(s, cfg, &e.ev.job_id, e.correlation_id.clone());
+            remember(
+                s,
+                cfg,
+                &e.ev.job_id,
+                e.correlation_id.clone(),
+                e.owner.clone(),
+            );
         }
         let id = s.next_id;
         s.next_id += 1;
@@ -465,6 +484,7 @@ impl Hub {
             id,
             job_id: e.ev.job_id.clone(),
             correlation_id: e.correlation_id,
+            owner: e.owner,
             status: e.ev.status,
             attempts: e.ev.attempts,
             at_ms: e.ev.at_ms,
@@ -537,12 +557,22 @@ impl Hub {
 struct Enriched {
     ev: JobEvent,
     correlation_id: Option<String>,
+    owner: Option<String>,
     record: Option<JobRecord>,
 }
 
-fn remember(s: &mut State, cfg: &HubConfig, job: &JobId, corr: Option<String>) {
+fn remember(
+    s: &mut State,
+    cfg: &HubConfig,
+    job: &JobId,
+    corr: Option<String>,
+    owner: Option<String>,
+) {
     if s.known.contains_key(job) {
         return;
+    }
+    if let Some(o) = owner {
+        s.owners.insert(job.clone(), o);
     }
     if let Some(c) = &corr {
         s.by_corr_jobs
@@ -556,6 +586,7 @@ fn remember(s: &mut State, cfg: &HubConfig, job: &JobId, corr: Option<String>) {
         let Some(old) = s.known_order.pop_front() else {
             break;
         };
+        s.owners.remove(&old);
         if let Some(Some(c)) = s.known.remove(&old) {
             if let Some(jobs) = s.by_corr_jobs.get_mut(&c) {
                 jobs.retain(|j| j != &old);
@@ -659,6 +690,7 @@ mod tests {
                 at_ms: at,
             },
             correlation_id: Some(format!("c-{id}")),
+            owner: None,
             record: None,
         }
     }

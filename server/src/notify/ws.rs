@@ -151,6 +151,7 @@ impl SubscribeArgs {
         (status = 401, body = crate::http::ErrorBody)))]
 pub async fn handler(
     State(st): State<WsState>,
+    caller: Option<axum::Extension<crate::http::guard::Caller>>,
     query: Result<Query<ConnectQuery>, axum::extract::rejection::QueryRejection>,
     ws: WebSocketUpgrade,
 ) -> Response {
@@ -176,6 +177,7 @@ pub async fn handler(
         .write_buffer_size(0)
         .on_upgrade(move |socket| async move {
             let mut conn = Conn::new(st, socket);
+            conn.tenant = caller.and_then(|c| c.0.tenant());
             conn.run(initial).await;
         })
 }
@@ -209,6 +211,8 @@ struct Conn {
     socket: WebSocket,
     floors: HashMap<JobId, Floor>,
     last_heard: Instant,
+    /// A `write` key's name: only its own jobs are shown.
+    tenant: Option<String>,
 }
 
 enum End {
@@ -223,6 +227,7 @@ impl Conn {
             socket,
             floors: HashMap::new(),
             last_heard: Instant::now(),
+            tenant: None,
         }
     }
 
@@ -316,7 +321,15 @@ impl Conn {
             .await
     }
 
+    /// Whether this connection may see a job submitted by `owner`.
+    fn sees(&self, owner: Option<&str>) -> bool {
+        self.tenant.as_deref().is_none_or(|t| owner == Some(t))
+    }
+
     async fn event(&mut self, r: &Routed) -> Result<(), End> {
+        if !self.sees(r.owner.as_deref()) {
+            return Ok(());
+        }
         if let Some(f) = self.floors.get(&r.job_id) {
             if !f.passed_by(r) {
                 return Ok(());
@@ -394,7 +407,9 @@ impl Conn {
         match resume {
             Some(Resume::Replay(missed)) => {
                 for r in missed {
-                    self.send(Message::Text(r.frame.clone())).await?;
+                    if self.sees(r.owner.as_deref()) {
+                        self.send(Message::Text(r.frame.clone())).await?;
+                    }
                 }
                 Ok(())
             }
@@ -449,6 +464,8 @@ impl Conn {
         let mut missing = Vec::new();
         while let Some((id, r)) = reads.next().await {
             match r {
+                // Another key's job: as if it did not exist.
+                Ok(rec) if !self.sees(crate::queue::owner_of(&rec.job)) => missing.push(id),
                 Ok(rec) => {
                     self.floors.insert(
                         id,

@@ -202,6 +202,12 @@ where
     .boxed()
 }
 
+/// The name of the API key that submitted `job` (its payload's `owner`),
+/// if any.
+pub fn owner_of(job: &Job) -> Option<&str> {
+    job.payload.get("owner").and_then(serde_json::Value::as_str)
+}
+
 /// Opens the queue a URL names. An unknown scheme, or one not built into
 /// this binary, is an [`QueueError::InvalidUrl`].
 pub async fn open(url: &str) -> Result<Arc<dyn Queue>> {

@@ -24,9 +24,23 @@ pub enum Closed {
 
 impl Ws {
     pub async fn connect(addr: SocketAddr, query: &str) -> Self {
+        Self::connect_with_key(addr, query, None).await
+    }
+
+    /// Connects presenting `Authorization: Bearer KEY`.
+    pub async fn connect_with_key(addr: SocketAddr, query: &str, key: Option<&str>) -> Self {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let url = format!("ws://{addr}/api/ws{query}");
-        let (stream, resp) = tokio_tungstenite::client_async(url, tcp)
+        let mut req = format!("ws://{addr}/api/ws{query}")
+            .into_client_request()
+            .expect("request");
+        if let Some(k) = key {
+            req.headers_mut().insert(
+                "authorization",
+                format!("Bearer {k}").parse().expect("header"),
+            );
+        }
+        let (stream, resp) = tokio_tungstenite::client_async(req, tcp)
             .await
             .expect("websocket handshake");
         assert_eq!(resp.status(), 101);
