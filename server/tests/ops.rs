@@ -463,14 +463,6 @@ async fn the_openapi_description_covers_the_api_and_its_page_is_self_contained()
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standalone_broker_serves_metrics_behind_its_keys() {
     let (key, entry) =
@@ -478,7 +470,7 @@ async fn a_standalone_broker_serves_metrics_behind_its_keys() {
     let (wkey, wentry) =
         docproc_broker::auth::generate("w", docproc_broker::auth::Scope::Worker).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let keys = format!("{},{}", entry.entry(), wentry.entry());
     let metrics_addr = format!("127.0.0.1:{port}");
     let b = common::broker_process(
@@ -521,7 +513,7 @@ async fn a_standalone_broker_serves_metrics_behind_its_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_process_serves_its_pools_metrics() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let listen = format!("127.0.0.1:{port}");
     let _w = common::Proc(
         docproc()

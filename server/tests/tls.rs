@@ -11,6 +11,21 @@ use docproc_broker::auth::{generate, Scope};
 use docproc_client::{Client, Error as ClientError, NewMessage};
 use docproc_server::config::TlsFiles;
 
+/// `docproc broker` over TLS with `keys`, and its port.
+fn tls_broker(dir: &Path, cert: &Path, key: &Path, keys: &str) -> (common::BrokerProcess, String) {
+    let tls = [
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--api-keys",
+        keys,
+    ];
+    let b = broker_process(dir, &tls);
+    let port = b.url.rsplit(':').next().unwrap().to_string();
+    (b, port)
+}
+
 /// A self-signed certificate for `localhost` (also the clients' CA file).
 fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
@@ -72,18 +87,7 @@ async fn the_broker_over_tls_takes_keys_with_scopes() {
     let (admin, ae) = generate("admin", Scope::Admin).unwrap();
     let keys = format!("{},{},{}", we.entry(), re.entry(), ae.entry());
     let dir = tempfile::tempdir().unwrap();
-    let b = broker_process(
-        dir.path(),
-        &[
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-            "--api-keys",
-            &keys,
-        ],
-    );
-    let port = b.url.rsplit(':').next().unwrap().to_string();
+    let (_b, port) = tls_broker(dir.path(), &cert, &key, &keys);
     let ca = cert.to_str().unwrap();
     let url = |k: &str| format!("grpcs://{k}@localhost:{port}?ca={ca}");
 
@@ -130,18 +134,7 @@ async fn a_remote_worker_needs_its_key_to_run_jobs() {
     let (worker_key, we) = generate("worker", Scope::Worker).unwrap();
     let keys = format!("{},{}", ce.entry(), we.entry());
     let dir = tempfile::tempdir().unwrap();
-    let b = broker_process(
-        dir.path(),
-        &[
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-            "--api-keys",
-            &keys,
-        ],
-    );
-    let port = b.url.rsplit(':').next().unwrap().to_string();
+    let (_b, port) = tls_broker(dir.path(), &cert, &key, &keys);
     let ca = cert.to_str().unwrap().to_string();
     let server_queue = format!("grpcs://{client_key}@localhost:{port}?ca={ca}");
     let s = TestServer::start(move |c| {

@@ -56,9 +56,7 @@ pub(super) async fn list(
     params: Result<Query<DeadParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(p) = params?;
-    if p.limit.is_some_and(|l| l == 0 || l > 1000) {
-        return Err(ApiError::bad_request("limit must be 1 to 1000"));
-    }
+    super::jobs::check_limit(p.limit)?;
     let page = st
         .queue
         .list(&ListQuery {

@@ -279,6 +279,14 @@ pub(super) struct ListParams {
     limit: Option<u32>,
 }
 
+/// A page size must be 1 to 1000.
+pub(crate) fn check_limit(limit: Option<u32>) -> Result<(), ApiError> {
+    match limit {
+        Some(l) if l == 0 || l > 1000 => Err(ApiError::bad_request("limit must be 1 to 1000")),
+        _ => Ok(()),
+    }
+}
+
 /// The items of a comma-separated parameter, trimmed, empty ones dropped.
 pub(crate) fn split(s: Option<&str>) -> Vec<String> {
     s.map(|s| {
@@ -300,9 +308,7 @@ pub(super) async fn list(
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(p) = params?;
-    if p.limit.is_some_and(|l| l == 0 || l > 1000) {
-        return Err(ApiError::bad_request("limit must be 1 to 1000"));
-    }
+    check_limit(p.limit)?;
     let statuses = split(p.status.as_deref())
         .iter()
         .map(|s| s.parse::<JobStatus>())

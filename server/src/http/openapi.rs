@@ -3,8 +3,8 @@
 //! types they answer with; `GET /api/docs`: a reference page rendered from
 //! it by a script served here (nothing is fetched from elsewhere).
 
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -85,25 +85,20 @@ async fn spec() -> Json<utoipa::openapi::OpenApi> {
     Json(doc)
 }
 
-fn asset(content_type: &'static str, body: &'static str) -> Response {
-    let mut r = (StatusCode::OK, body).into_response();
-    let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    r
-}
-
 async fn page() -> Response {
-    asset("text/html; charset=utf-8", PAGE)
+    super::ui::asset(
+        StatusCode::OK,
+        "text/html; charset=utf-8",
+        CSP,
+        PAGE.to_string(),
+    )
 }
 
 async fn script() -> Response {
-    asset("text/javascript; charset=utf-8", SCRIPT)
+    super::ui::asset(
+        StatusCode::OK,
+        "text/javascript; charset=utf-8",
+        CSP,
+        SCRIPT.to_string(),
+    )
 }

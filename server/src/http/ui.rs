@@ -32,12 +32,22 @@ pub(super) fn router() -> Router<AppState> {
 }
 
 fn page(status: StatusCode, content_type: &'static str, body: String) -> Response {
+    asset(status, content_type, CSP, body)
+}
+
+/// A page or asset of the binary's own, with its security headers.
+pub(super) fn asset(
+    status: StatusCode,
+    content_type: &'static str,
+    csp: &'static str,
+    body: String,
+) -> Response {
     let mut r = (status, body).into_response();
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
+        HeaderValue::from_static(csp),
     );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,

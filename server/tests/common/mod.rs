@@ -75,6 +75,15 @@ pub fn docproc_process(cmd: &str, dir: &std::path::Path, extra: &[&str]) -> (Chi
     (child, addr)
 }
 
+/// A loopback port nothing listens on (now).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
 /// A child process killed when dropped.
 pub struct Proc(pub Child);
 

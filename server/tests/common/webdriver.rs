@@ -30,14 +30,6 @@ impl Drop for Browser {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Where Debian installs them; `make test` installs the packages.
 fn binaries() -> Option<(&'static str, &'static str)> {
     let (c, d) = ("/usr/bin/chromium", "/usr/bin/chromedriver");
@@ -56,7 +48,7 @@ impl Browser {
             eprintln!("skipping: chromium and chromedriver are not installed");
             return None;
         };
-        let port = free_port();
+        let port = super::free_port();
         let driver = Command::new(chromedriver)
             .arg(format!("--port={port}"))
             .process_group(0)
