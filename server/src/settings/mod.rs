@@ -61,6 +61,8 @@ pub struct Spec {
 /// Where a value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
+    /// Nowhere: the built-in default.
+    Default,
     /// The TOML file at this path.
     File(PathBuf),
     /// This environment variable.
@@ -72,6 +74,7 @@ pub enum Source {
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Source::Default => f.write_str("the default"),
             Source::File(p) => write!(f, "file {}", p.display()),
             Source::Env(n) => write!(f, "environment variable {n}"),
             Source::Flag(n) => write!(f, "flag --{n}"),
@@ -225,7 +228,7 @@ impl Settings {
         let (value, source) = match self.values.get(key) {
             Some(v) if spec(key).is_some_and(|s| s.secret) => ("<secret>".into(), v.source.clone()),
             Some(v) => (v.raw.clone(), v.source.clone()),
-            None => (String::new(), Source::Env("(default)")),
+            None => (String::new(), Source::Default),
         };
         SettingsError::Invalid {
             key,
