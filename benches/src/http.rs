@@ -20,6 +20,11 @@ const CLIENTS: usize = 4;
 /// Uploads of the latency phase, one at a time.
 const PACED: usize = 100;
 
+/// `GET /readyz`.
+fn ready_request(addr: SocketAddr) -> String {
+    format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+}
+
 /// One request on a fresh connection; answers the status and the JSON body.
 async fn call(addr: SocketAddr, head: String, body: &[u8]) -> anyhow::Result<(u16, Value)> {
     let mut s = tokio::net::TcpStream::connect(addr).await?;
@@ -147,6 +152,12 @@ async fn through(name: &str, file: Vec<u8>, n: u64, exe: &std::path::Path) -> an
     let server = tokio::spawn(docproc_server::serve::serve(cfg, listener, async {
         let _ = stopped.await;
     }));
+    // It answers 503 `starting` until its queue is open.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while call(addr, ready_request(addr), b"").await?.0 != 200 {
+        anyhow::ensure!(Instant::now() < deadline, "docproc serve did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let start = Instant::now();
     let mut clients = Vec::new();
     for c in 0..CLIENTS as u64 {
