@@ -71,6 +71,12 @@ pub(crate) struct DeadArgs {
     /// Most jobs listed.
     #[arg(long, default_value_t = 50)]
     limit: u32,
+    /// Run this dead job again (as a new job) instead of listing.
+    #[arg(long, value_name = "JOB_ID", conflicts_with = "delete")]
+    retry: Option<String>,
+    /// Delete this dead job's files and take it off the list (admin key).
+    #[arg(long, value_name = "JOB_ID")]
+    delete: Option<String>,
     /// Only this job type.
     #[arg(long)]
     job_type: Option<String>,
@@ -318,7 +324,21 @@ pub(crate) async fn stats(a: StatsArgs) -> anyhow::Result<()> {
 
 pub(crate) async fn dead(a: DeadArgs) -> anyhow::Result<()> {
     let api = Api::new(&a.remote)?;
-    let mut path = format!("/api/jobs?status=failed&limit={}", a.limit);
+    if let Some(id) = &a.retry {
+        let path = format!("/api/dead/{id}/retry");
+        let r = api.send(api.req(reqwest::Method::POST, &path)).await?;
+        print(&api, &r, |r| {
+            println!("job {id} retried as {}", r["job_id"].as_str().unwrap_or(""));
+        });
+        return Ok(());
+    }
+    if let Some(id) = &a.delete {
+        let path = format!("/api/dead/{id}");
+        let r = api.send(api.req(reqwest::Method::DELETE, &path)).await?;
+        print(&api, &r, |_| println!("job {id} deleted"));
+        return Ok(());
+    }
+    let mut path = format!("/api/dead?limit={}", a.limit);
     if let Some(t) = &a.job_type {
         path.push_str(&format!("&job_type={t}"));
     }
@@ -329,8 +349,12 @@ pub(crate) async fn dead(a: DeadArgs) -> anyhow::Result<()> {
             println!("no failed jobs");
         }
         for j in jobs {
+            let retried = j["retried_as"]
+                .as_str()
+                .map(|r| format!("  (retried as {r})"))
+                .unwrap_or_default();
             println!(
-                "{}  {:<16} {:>2} attempts  {}",
+                "{}  {:<16} {:>2} attempts  {}{retried}",
                 j["job_id"].as_str().unwrap_or(""),
                 j["job_type"].as_str().unwrap_or(""),
                 j["attempts"],

@@ -374,6 +374,57 @@ async fn dead_jobs_are_listed_retried_and_deleted() {
     common::request(s.addr, "DELETE", &format!("/api/dead/{bomb}"), None)
         .await
         .assert_error(409, "not_dead");
+
+    // The same through the command-line client.
+    let server = format!("http://{}", s.addr);
+    let listed = tokio::task::spawn_blocking({
+        let server = server.clone();
+        move || {
+            docproc()
+                .args(["dead", "--server", &server])
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&listed.stdout).to_string();
+    assert!(listed.status.success());
+    assert!(
+        text.contains(&flaky) && text.contains(&format!("retried as {again}")),
+        "{text}"
+    );
+    assert!(!text.contains(&bomb), "deleted jobs are not listed: {text}");
+    let cli = |args: Vec<String>| {
+        let server = server.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                docproc()
+                    .args(&args)
+                    .args(["--server", &server])
+                    .output()
+                    .unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    // Its retry completed and took the file with it: a second retry is refused.
+    let again_dead = cli(vec!["dead".into(), "--retry".into(), flaky.clone()]).await;
+    assert!(!again_dead.status.success());
+    assert!(String::from_utf8_lossy(&again_dead.stderr).contains("upload_gone"));
+    let deleted = cli(vec!["dead".into(), "--delete".into(), flaky.clone()]).await;
+    assert!(
+        deleted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deleted.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&deleted.stdout).trim(),
+        format!("job {flaky} deleted")
+    );
+    let listed = cli(vec!["dead".into()]).await;
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("no failed jobs"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
