@@ -161,16 +161,19 @@ impl pb::broker_server::Broker for BrokerService {
     ) -> Result<Response<pb::NackResponse>, Status> {
         self.allow(&req, Scope::Worker)?;
         let r = req.into_inner();
-        let out = self
-            .broker
-            .nack(
-                r.id,
-                r.lease_token,
-                &r.error,
-                r.retry_delay_ms,
-                r.dead_letter,
-            )
-            .await?;
+        let out = if r.release {
+            self.broker.release(r.id, r.lease_token).await?
+        } else {
+            self.broker
+                .nack(
+                    r.id,
+                    r.lease_token,
+                    &r.error,
+                    r.retry_delay_ms,
+                    r.dead_letter,
+                )
+                .await?
+        };
         Ok(Response::new(out))
     }
 

@@ -251,6 +251,45 @@ async fn lease_expiry_on_last_attempt_dead_letters() {
 }
 
 #[tokio::test]
+async fn a_released_message_is_ready_at_once_without_losing_an_attempt() {
+    let h = Harness::new();
+    let id = h
+        .produce_msg(pb::NewMessage {
+            max_attempts: 1,
+            ..msg("q", 0, "x")
+        })
+        .await;
+    let first = h.lease("q", 1).await;
+    assert_eq!(first[0].attempt, 1);
+    h.broker.release(id, first[0].lease_token).await.unwrap();
+    // The stale token cannot complete it any more.
+    assert!(h
+        .broker
+        .ack(id, first[0].lease_token, vec![])
+        .await
+        .is_err());
+    h.advance(1).await;
+    assert_eq!(h.state(id), State::Queued);
+    let again = h.lease("q", 1).await;
+    assert_eq!(
+        (again[0].id, again[0].attempt),
+        (id, 1),
+        "its only attempt is still there"
+    );
+    h.broker
+        .ack(id, again[0].lease_token, b"ok".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(h.state(id), State::Completed);
+    // A cancel that reached a released message takes effect.
+    let c = h.produce("q", 0, "c").await;
+    let d = h.lease("q", 1).await;
+    h.broker.cancel(c).await.unwrap();
+    h.broker.release(c, d[0].lease_token).await.unwrap();
+    assert_eq!(h.state(c), State::Cancelled);
+}
+
+#[tokio::test]
 async fn delayed_messages_wait_for_not_before() {
     let h = Harness::new();
     let late = h

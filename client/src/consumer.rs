@@ -116,6 +116,20 @@ impl Delivery {
                 error: error.to_string(),
                 retry_delay_ms: retry_after.map_or(0, |d| d.as_millis().max(1) as u64),
                 dead_letter,
+                release: false,
+            })
+            .await
+    }
+
+    /// Hands the message back unworked (this consumer is stopping): ready
+    /// again at once, the delivery not counted as an attempt.
+    pub async fn release(&self) -> Result<pb::NackResponse> {
+        self.client
+            .nack(pb::NackRequest {
+                id: self.msg.id,
+                lease_token: self.msg.lease_token,
+                release: true,
+                ..Default::default()
             })
             .await
     }

@@ -209,9 +209,6 @@ async fn run(
     }
 }
 
-/// How soon a job handed back at shutdown may run again.
-const HAND_BACK_DELAY: Duration = Duration::from_millis(1);
-
 /// Least time between two progress writes of one job.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
@@ -295,7 +292,7 @@ async fn extract_job(ctx: &WorkerContext, mut lease: Lease) {
                 // lease's end; it counts as an attempt, like an expiry.
                 drop(run);
                 let status = lease
-                    .fail_after("interrupted: the worker shut down; handed back", HAND_BACK_DELAY)
+                    .release("interrupted: the worker shut down; handed back")
                     .await;
                 tracing::info!(?status, "job handed back at shutdown");
                 return;

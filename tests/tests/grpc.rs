@@ -408,3 +408,26 @@ async fn reflection_lists_the_broker_service() -> anyhow::Result<()> {
     b.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_delivery_comes_back_with_its_attempt_unspent() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let b = TestBroker::start(cfg(&dir)).await?;
+    let client = Client::connect(&b.url()).await?;
+    let id = client
+        .produce(vec![NewMessage::new("rel", b"x".to_vec()).max_attempts(1)])
+        .await?[0];
+    let wait = std::time::Duration::from_secs(5);
+    let first = client.fetch("rel", 1, wait, "w1").await?;
+    assert_eq!((first[0].id(), first[0].attempt()), (id, 1));
+    first[0].release().await?;
+    let again = client.fetch("rel", 1, wait, "w2").await?;
+    assert_eq!(
+        (again[0].id(), again[0].attempt()),
+        (id, 1),
+        "released over gRPC: ready again, its only attempt unspent"
+    );
+    assert!(!again[0].ack(b"ok".to_vec()).await?);
+    assert_eq!(client.get(id, false).await?.state(), pb::State::Completed);
+    Ok(())
+}

@@ -319,6 +319,19 @@ impl Broker {
         })
     }
 
+    /// Hands a leased message back unworked: ready again at once and the
+    /// delivery not counted as an attempt (for a consumer shutting down).
+    pub async fn release(&self, id: u64, lease_token: u64) -> Result<NackResponse> {
+        let (state, durable) = self
+            .transact(|st, tx| ops::release(st, tx, id, lease_token))
+            .or_else(|e| self.explain(e, id, "release"))?;
+        durable.wait().await?;
+        Ok(NackResponse {
+            state: state as i32,
+            retry_at_ms: 0,
+        })
+    }
+
     /// Renews a lease by `extend_ms` (0: the message's lease timeout) and
     /// optionally stores progress. Tells whether the message was cancelled.
     pub async fn extend(

@@ -370,6 +370,34 @@ pub(crate) fn backoff(base_ms: u64, max_ms: u64, attempt: u32, id: u64) -> u64 {
     half + h % (full - half + 1)
 }
 
+/// Hands a leased message back unworked: ready again at once, the delivery
+/// not counted as an attempt (a consumer that is shutting down). A cancel
+/// that reached it meanwhile takes effect.
+pub(crate) fn release(st: &mut State, tx: &mut Tx<'_>, id: u64, token: u64) -> Result<S> {
+    leased(st, id, token, "release")?;
+    let Some(mut s) = end_lease(st, tx, id) else {
+        return Err(Error::NotFound(id));
+    };
+    if s.cancel_requested {
+        finalize(st, tx, id, s, S::Cancelled);
+        return Ok(S::Cancelled);
+    }
+    s.attempts = s.attempts.saturating_sub(1);
+    let queue = s.queue.clone();
+    st.queue(&queue, tx.cfg).level(s.priority()).retrying += 1;
+    s.set_state(S::Retrying);
+    s.lease_token = 0;
+    s.lease_deadline_ms = 0;
+    s.due_ms = tx.now;
+    s.updated_at_ms = tx.now;
+    st.timers.insert((s.due_ms, id));
+    tx.timers_changed = true;
+    tx.put_live(id, &s);
+    tx.event(id, &s, false);
+    st.jobs.insert(id, s);
+    Ok(S::Retrying)
+}
+
 /// Outcome of a nack: the new state and, when retrying, when.
 pub(crate) fn nack(
     st: &mut State,

@@ -67,6 +67,8 @@ pub trait BrokerApi: Clone + Send + Sync + 'static {
         delay_ms: u64,
         dead: bool,
     ) -> Result<pb::State>;
+    /// Hands a leased message back unworked, not counted as an attempt.
+    async fn release(&self, id: u64, token: u64) -> Result<pb::State>;
     /// Renews a lease by its timeout, storing progress if given.
     async fn extend(
         &self,
@@ -491,6 +493,10 @@ impl<B: BrokerApi> LeaseOps for BrokerLease<B> {
             .nack(self.id, self.token, error, delay_ms, retry_after.is_none())
             .await?;
         Ok(status(st))
+    }
+
+    async fn release(&self, _reason: &str) -> Result<JobStatus> {
+        Ok(status(self.api.release(self.id, self.token).await?))
     }
 
     async fn renew(&self, progress: Option<Vec<u8>>) -> Result<Heartbeat> {

@@ -119,6 +119,18 @@ impl BrokerApi for Remote {
             error: error.to_string(),
             retry_delay_ms: delay_ms,
             dead_letter: dead,
+            ..Default::default()
+        };
+        let r = self.client.nack(req).await.map_err(map(id))?;
+        Ok(r.state())
+    }
+
+    async fn release(&self, id: u64, token: u64) -> Result<pb::State> {
+        let req = pb::NackRequest {
+            id,
+            lease_token: token,
+            release: true,
+            ..Default::default()
         };
         let r = self.client.nack(req).await.map_err(map(id))?;
         Ok(r.state())

@@ -20,6 +20,12 @@ pub trait LeaseOps: Send + Sync {
     async fn fail(&self, error: &str, retry_after: Option<Duration>) -> Result<JobStatus>;
     /// Renews the lease by the job's timeout, storing `progress` if given.
     async fn renew(&self, progress: Option<Vec<u8>>) -> Result<Heartbeat>;
+    /// Hands the job back unworked, ready again at once. Backends that can
+    /// (the embedded and gRPC brokers) do not count the delivery as an
+    /// attempt; the others record it as a failed attempt retried at once.
+    async fn release(&self, reason: &str) -> Result<JobStatus> {
+        self.fail(reason, Some(Duration::from_millis(1))).await
+    }
 }
 
 /// The answer to a progress report or heartbeat.
@@ -154,6 +160,13 @@ impl Lease {
         self.ops
             .fail(error, Some(delay.max(Duration::from_millis(1))))
             .await
+    }
+
+    /// Hands the job back unworked (this worker is shutting down): it is
+    /// ready again at once, and on the broker backends this delivery does
+    /// not count as an attempt.
+    pub async fn release(self, reason: &str) -> Result<JobStatus> {
+        self.ops.release(reason).await
     }
 
     /// Fails the job for good, whatever retries it has left (for input that

@@ -138,6 +138,11 @@ impl BrokerApi for Embedded {
         Ok(r.state())
     }
 
+    async fn release(&self, id: u64, token: u64) -> Result<pb::State> {
+        let r = self.broker.release(id, token).await.map_err(map)?;
+        Ok(r.state())
+    }
+
     async fn extend(
         &self,
         id: u64,
@@ -218,12 +223,10 @@ struct Pull {
     done: bool,
 }
 
-/// Error recorded on messages a consumer leased but never handed out.
-const RELEASED: &str = "released: the consumer stopped before handing the job out";
-
 impl Drop for Pull {
-    /// Messages leased for a consumer that went away go back at once (as a
-    /// retry, like an expired lease) instead of waiting out their lease.
+    /// Messages leased for a consumer that went away go back at once,
+    /// without counting the delivery as an attempt, instead of waiting out
+    /// their lease.
     fn drop(&mut self) {
         let buf: Vec<pb::Delivery> = self.buf.drain(..).collect();
         let inflight = self.inflight.take();
@@ -245,7 +248,7 @@ impl Drop for Pull {
                 all.extend(got);
             }
             for d in all {
-                if let Err(e) = broker.nack(d.id, d.lease_token, RELEASED, 1, false).await {
+                if let Err(e) = broker.release(d.id, d.lease_token).await {
                     tracing::debug!(id = d.id, error = %e, "could not release a lease");
                 }
             }
