@@ -99,11 +99,18 @@ struct Timings {
     started_at: HashMap<String, u64>,
 }
 
+/// Requests of one route: counts by method and status, and latency.
+#[derive(Debug)]
+struct RouteStats {
+    /// `(method, status, count)`; a handful per route.
+    counts: Vec<(String, u16, u64)>,
+    seconds: Histogram,
+}
+
 /// Counters and histograms this process keeps.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    http: Mutex<BTreeMap<(String, String, u16), u64>>,
-    http_seconds: Mutex<BTreeMap<String, Histogram>>,
+    http: Mutex<BTreeMap<String, RouteStats>>,
     job_seconds: Mutex<BTreeMap<String, Histogram>>,
     wait_seconds: Mutex<BTreeMap<String, Histogram>>,
     timings: Mutex<Timings>,
@@ -127,16 +134,28 @@ pub struct Snapshot {
 impl Metrics {
     /// Counts one HTTP request.
     pub fn http(&self, route: &str, method: &str, status: u16, took: Duration) {
-        *self
-            .http
-            .lock()
-            .entry((route.to_string(), method.to_string(), status))
-            .or_default() += 1;
-        self.http_seconds
-            .lock()
-            .entry(route.to_string())
-            .or_insert_with(|| Histogram::new(FAST))
-            .observe(took.as_secs_f64());
+        // Every request passes here: one lock, and allocation only for a
+        // series not seen before.
+        let mut http = self.http.lock();
+        if !http.contains_key(route) {
+            let fresh = RouteStats {
+                counts: Vec::new(),
+                seconds: Histogram::new(FAST),
+            };
+            http.insert(route.to_string(), fresh);
+        }
+        let Some(r) = http.get_mut(route) else {
+            return;
+        };
+        r.seconds.observe(took.as_secs_f64());
+        match r
+            .counts
+            .iter_mut()
+            .find(|(m, s, _)| m == method && *s == status)
+        {
+            Some((_, _, n)) => *n += 1,
+            None => r.counts.push((method.to_string(), status, 1)),
+        }
     }
 
     /// Counts one webhook attempt's outcome: `delivered`, `retry`, `failed`.
@@ -311,12 +330,17 @@ impl Metrics {
             "counter",
             "HTTP requests by route, method and status.",
         );
-        for ((route, method, status), n) in self.http.lock().iter() {
-            let _ = writeln!(
-                out,
-                "docproc_http_requests_total{{route=\"{}\",method=\"{method}\",status=\"{status}\"}} {n}",
-                esc(route)
-            );
+        let http = self.http.lock();
+        for (route, r) in http.iter() {
+            let mut counts = r.counts.clone();
+            counts.sort();
+            for (method, status, n) in counts {
+                let _ = writeln!(
+                    out,
+                    "docproc_http_requests_total{{route=\"{}\",method=\"{method}\",status=\"{status}\"}} {n}",
+                    esc(route)
+                );
+            }
         }
         help(
             &mut out,
@@ -324,8 +348,8 @@ impl Metrics {
             "histogram",
             "HTTP request latency by route.",
         );
-        for (route, h) in self.http_seconds.lock().iter() {
-            h.render(
+        for (route, r) in http.iter() {
+            r.seconds.render(
                 &mut out,
                 "docproc_http_request_duration_seconds",
                 &format!("route=\"{}\"", esc(route)),
