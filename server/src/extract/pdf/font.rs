@@ -446,13 +446,9 @@ impl Font {
                             .map(String::from)
                             .unwrap_or_default(),
                         CidUnicode::Jis => {
+                            // JIS X 0208 row/cell bytes are EUC-JP less the high bit.
                             let euc: Vec<u8> = raw.iter().map(|b| b | 0x80).collect();
-                            let (s, _, bad) = encoding_rs::EUC_JP.decode(&euc);
-                            if bad {
-                                String::new()
-                            } else {
-                                s.into_owned()
-                            }
+                            decode_legacy(encoding_rs::EUC_JP, &euc)
                         }
                         CidUnicode::Utf16 => {
                             let units: Vec<u16> = raw
@@ -461,14 +457,7 @@ impl Font {
                                 .collect();
                             String::from_utf16_lossy(&units)
                         }
-                        CidUnicode::Legacy(enc) => {
-                            let (s, _, bad) = enc.decode(raw);
-                            if bad {
-                                String::new()
-                            } else {
-                                s.into_owned()
-                            }
-                        }
+                        CidUnicode::Legacy(enc) => decode_legacy(enc, raw),
                     });
                     let w = if self.wmode == 1 {
                         *vertical_advance
@@ -527,6 +516,16 @@ fn type3_size_scale(
         scale.clamp(1e-3, 1e3)
     } else {
         1.0
+    }
+}
+
+/// A code in a legacy character set, or nothing when it is not valid there.
+fn decode_legacy(enc: &'static encoding_rs::Encoding, raw: &[u8]) -> String {
+    let (s, _, bad) = enc.decode(raw);
+    if bad {
+        String::new()
+    } else {
+        s.into_owned()
     }
 }
 
