@@ -470,8 +470,10 @@ impl<'a> Interpreter<'a> {
         };
         let t = &gs.text;
         let vertical = font.wmode == 1;
+        // User space to page space is fixed for the whole string.
+        let user_to_page = mul(&gs.ctm, &self.page.matrix);
         for glyph in font.decode(bytes) {
-            let m = mul(&mul(tm, &gs.ctm), &self.page.matrix);
+            let m = mul(tm, &user_to_page);
             let (x, y) = apply(&m, 0.0, t.rise);
             let w = glyph.width * t.size;
             let (dx, dy) = if vertical {

@@ -112,7 +112,8 @@ pub(crate) struct Font {
     width_scale: f64,
 }
 
-fn number(doc: &Document, o: &Object) -> Option<f64> {
+/// A number, through a reference if need be.
+pub(crate) fn number(doc: &Document, o: &Object) -> Option<f64> {
     let o = doc.dereference(o).ok()?.1;
     match o {
         Object::Integer(i) => Some(*i as f64),

@@ -183,11 +183,7 @@ fn inherited<'a>(doc: &'a Document, page: &'a Dictionary, key: &[u8]) -> Option<
 /// The page's user space to displayed page space: the media box from its
 /// top-left corner, `/Rotate` applied, y downwards, `/UserUnit` scaled.
 fn page_space(doc: &Document, page: &Dictionary) -> PageSpace {
-    let number = |o: &Object| match doc.dereference(o).map(|(_, o)| o) {
-        Ok(Object::Integer(i)) => Some(*i as f64),
-        Ok(Object::Real(r)) => Some(f64::from(*r)),
-        _ => None,
-    };
+    let number = |o: &Object| font::number(doc, o);
     let bx = match inherited(doc, page, b"MediaBox") {
         Some(Object::Array(a)) if a.len() == 4 => {
             let v: Vec<f64> = a.iter().filter_map(number).collect();
