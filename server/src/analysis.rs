@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{json, Value};
 
-use crate::extract::{html, sandbox::write_atomic};
+use crate::extract::{html, markdown, sandbox::write_atomic};
 use crate::llm::LlmError;
 use crate::queue::{JobId, Lease};
 use crate::results::Artifact;
@@ -93,6 +93,8 @@ pub async fn run_job(ctx: &WorkerContext, lease: Lease) {
         std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
         let page = html::render(&format!("Analysis of job {src}"), &result);
         write_atomic(&out_dir.join("result.html"), page.as_bytes()).map_err(|e| e.to_string())?;
+        write_atomic(&out_dir.join("result.md"), markdown::render(&result).as_bytes())
+            .map_err(|e| e.to_string())?;
         let bytes = serde_json::to_vec(&result).map_err(|e| e.to_string())?;
         write_atomic(&out_dir.join("result.json"), &bytes).map_err(|e| e.to_string())?;
         Ok(json!({
@@ -109,6 +111,7 @@ pub async fn run_job(ctx: &WorkerContext, lease: Lease) {
                 "summary": summary,
                 "json_url": format!("/api/job/{}/result", job.job_id),
                 "html_url": format!("/api/job/{}/html", job.job_id),
+                "markdown_url": format!("/api/job/{}/markdown", job.job_id),
             });
             if let Err(e) = lease.complete(result).await {
                 tracing::warn!(error = %e, "could not complete the analysis");

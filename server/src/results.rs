@@ -1,6 +1,7 @@
 //! The result store: one directory per job under `DATA_DIR/results/<job_id>/`
 //! holding `result.json` (the extraction or analysis, schemas in the
-//! README), `result.html` (its standalone page) and `summary.json`.
+//! README), `result.html` (its standalone page), `result.md` (its
+//! Markdown) and `summary.json`.
 //! Directories are removed by [`ResultStore::sweep`] once older than the
 //! retention.
 
@@ -22,6 +23,8 @@ pub enum Artifact {
     Json,
     /// `result.html`.
     Html,
+    /// `result.md`.
+    Markdown,
 }
 
 impl ResultStore {
@@ -52,8 +55,23 @@ impl ResultStore {
         let name = match what {
             Artifact::Json => "result.json",
             Artifact::Html => "result.html",
+            Artifact::Markdown => "result.md",
         };
-        tokio::fs::read(dir.join(name)).await
+        match tokio::fs::read(dir.join(name)).await {
+            // A result stored before Markdown existed: rendered from its
+            // JSON (off the runtime's threads), and not written back.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && what == Artifact::Markdown => {
+                let json = tokio::fs::read(dir.join("result.json")).await?;
+                tokio::task::spawn_blocking(move || {
+                    let value: serde_json::Value = serde_json::from_slice(&json)
+                        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+                    Ok(crate::extract::markdown::render(&value).into_bytes())
+                })
+                .await
+                .map_err(std::io::Error::other)?
+            }
+            other => other,
+        }
     }
 
     /// Writes a small JSON record next to a job's results (webhook and

@@ -338,6 +338,7 @@ async fn extract_job(ctx: &WorkerContext, mut lease: Lease) {
                 "format": payload.format,
                 "json_url": format!("/api/job/{}/result", job.job_id),
                 "html_url": format!("/api/job/{}/html", job.job_id),
+                "markdown_url": format!("/api/job/{}/markdown", job.job_id),
             });
             // Queued before the job completes, so whoever sees it completed
             // also finds its analysis (same correlation id).

@@ -55,6 +55,7 @@ async fn every_route_needs_a_key_with_the_right_scope() {
         format!("/api/job/{id}/status"),
         format!("/api/job/{id}/result"),
         format!("/api/job/{id}/html"),
+        format!("/api/job/{id}/markdown"),
         "/metrics".into(),
         "/api/ws".into(),
         "/api/dead".into(),
@@ -410,6 +411,7 @@ async fn write_keys_see_only_their_own_jobs() {
         format!("/api/job/{job_a}/status"),
         format!("/api/job/{job_a}/result"),
         format!("/api/job/{job_a}/html"),
+        format!("/api/job/{job_a}/markdown"),
     ] {
         get(&bob, path.clone()).await.assert_error(404, "not_found");
         assert_eq!(get(&alice, path.clone()).await.status, 200, "{path}");

@@ -126,6 +126,7 @@ async fn the_dashboard_uploads_follows_cancels_and_retries() {
     })
     .await;
     assert!(!b.text("#result-json").await.is_empty());
+    assert_eq!(b.text("#result-markdown").await, "result (Markdown)");
     shot(&b, "4-detail").await;
 
     // The API reference renders from /api/openapi.json, offline.

@@ -79,6 +79,20 @@ async fn xlsx_upload_is_processed_to_json_and_html() {
     assert!(page.contains("<h2>Sales</h2>") && page.contains("North"));
     assert!(!page.contains("<script>"), "document text is escaped");
     assert!(page.contains("&lt;script&gt;"));
+
+    assert_eq!(
+        st["result"]["markdown_url"],
+        format!("/api/job/{id}/markdown")
+    );
+    let md = s.get(&format!("/api/job/{id}/markdown")).await;
+    assert_eq!(md.status, 200);
+    assert_eq!(
+        md.header("content-type"),
+        Some("text/markdown; charset=utf-8")
+    );
+    let md = md.text();
+    assert!(md.starts_with("# Sales\n\n| Region | Total | Day |\n| --- | ---: | --- |\n| North | 12.5 | 2024-03-01 |\n"), "{md}");
+    assert!(md.contains("\\<script>"), "document text is escaped: {md}");
     assert!(
         page.contains("sales report.xlsx"),
         "title from the client's name, path removed"
@@ -134,6 +148,11 @@ async fn ods_csv_and_pdf_are_extracted_and_analysed() {
         .unwrap()
         .contains("invoice for the project"));
     assert_eq!(res["pages"][1]["number"], 2);
+    let md = s.get(&format!("/api/job/{p}/markdown")).await.text();
+    assert!(
+        md.starts_with("<!-- page 1 -->\n\nThe invoice for the project is due on 2024-03-01.\n\n<!-- page 2 -->\n\nPlease pay"),
+        "{md}"
+    );
 
     // The analysis job shares the upload's correlation id.
     let list = s.get("/api/jobs?job_type=ai_analysis").await.json();
@@ -266,6 +285,9 @@ async fn errors_are_json_with_the_right_status() {
         .await
         .assert_error(409, "not_completed");
     s.get(&format!("/api/job/{id}/html"))
+        .await
+        .assert_error(409, "not_completed");
+    s.get(&format!("/api/job/{id}/markdown"))
         .await
         .assert_error(409, "not_completed");
     let c = s.delete(&format!("/api/job/{id}")).await;

@@ -442,6 +442,7 @@ async fn the_openapi_description_covers_the_api_and_its_page_is_self_contained()
         ("/api/job/{id}/status", "get"),
         ("/api/job/{id}/result", "get"),
         ("/api/job/{id}/html", "get"),
+        ("/api/job/{id}/markdown", "get"),
         ("/api/job/{id}", "delete"),
         ("/api/jobs", "get"),
         ("/api/ws", "get"),

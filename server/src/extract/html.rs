@@ -54,7 +54,7 @@ pub fn render(title: &str, result: &Value) -> String {
     )
 }
 
-fn cell_text(v: &Value) -> String {
+pub(crate) fn cell_text(v: &Value) -> String {
     match v {
         Value::Null => String::new(),
         Value::String(s) => s.clone(),

@@ -1,11 +1,12 @@
 //! Content extraction from uploaded documents: format detection by content,
 //! the spreadsheet and PDF readers with their input limits, and the HTML
-//! page of a result. The readers run in a child process (`docproc extract`,
+//! page and Markdown of a result. The readers run in a child process (`docproc extract`,
 //! started by [`sandbox`]) so that a file that crashes or exhausts a parser
 //! fails its own job, never the server.
 
 pub mod detect;
 pub mod html;
+pub mod markdown;
 pub mod pdf;
 pub mod sandbox;
 pub mod sheet;

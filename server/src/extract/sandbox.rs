@@ -3,7 +3,7 @@
 //! makes a parser overflow its stack, abort or run out of memory kills only
 //! the child; the job fails with what happened.
 //!
-//! The child writes `result.json` and `result.html` into the output
+//! The child writes `result.json`, `result.html` and `result.md` into the output
 //! directory and exits 0; on a refused file it prints the reason on stderr
 //! and exits [`EXIT_INVALID`] or [`EXIT_LIMIT`].
 
@@ -16,7 +16,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::watch;
 
-use super::{extract, html, summary, ExtractError, Format, Limits};
+use super::{extract, html, markdown, summary, ExtractError, Format, Limits};
 
 /// Exit code of a child that refused a damaged, encrypted or foreign file.
 pub const EXIT_INVALID: i32 = 2;
@@ -75,7 +75,7 @@ impl Sandbox {
     }
 
     /// Extracts `input` into `out_dir` (`result.json`, `result.html`,
-    /// `summary.json`) and answers the summary. `timeout` bounds wall-clock
+    /// `result.md`, `summary.json`) and answers the summary. `timeout` bounds wall-clock
     /// time (and, rounded up, CPU time). The child's progress reports
     /// (`{"done","total","unit"}`) are published on `progress` as they arrive.
     pub async fn run(
@@ -240,6 +240,10 @@ pub fn child_main(
     let write = || -> std::io::Result<()> {
         let page = html::render(title, &result);
         write_atomic(&out_dir.join("result.html"), page.as_bytes())?;
+        write_atomic(
+            &out_dir.join("result.md"),
+            markdown::render(&result).as_bytes(),
+        )?;
         write_atomic(&out_dir.join("result.json"), &serde_json::to_vec(&result)?)?;
         write_atomic(
             &out_dir.join("summary.json"),

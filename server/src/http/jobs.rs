@@ -23,6 +23,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/api/job/{id}/status", get(status))
         .route("/api/job/{id}/result", get(result))
         .route("/api/job/{id}/html", get(html))
+        .route("/api/job/{id}/markdown", get(markdown))
         .route("/api/job/{id}", axum::routing::delete(cancel))
         .route("/api/jobs", get(list))
 }
@@ -218,6 +219,28 @@ pub(super) async fn html(
                 header::CONTENT_SECURITY_POLICY,
                 "default-src 'none'; style-src 'unsafe-inline'",
             ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    ))
+}
+
+/// The result as Markdown: a PDF's headings, paragraphs and list items page
+/// by page, a spreadsheet's tables under their sheet names.
+#[utoipa::path(get, path = "/api/job/{id}/markdown", tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, description = "The stored Markdown (CommonMark with GitHub tables)", content_type = "text/markdown", body = String),
+        (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody), (status = 410, body = super::ErrorBody)))]
+pub(super) async fn markdown(
+    State(st): State<AppState>,
+    caller: Option<Extension<Caller>>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Path(id) = id?;
+    let body = completed(&st, &caller, id, Artifact::Markdown).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/markdown; charset=utf-8"),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
         body,

@@ -27,6 +27,7 @@ use super::AppState;
         super::jobs::status,
         super::jobs::result,
         super::jobs::html,
+        super::jobs::markdown,
         super::jobs::cancel,
         super::jobs::list,
         crate::notify::ws::handler,

@@ -1,5 +1,6 @@
 //! The content-stream interpreter: runs a page's operators (graphics state,
-//! text state and positioning, `TJ` kerning, form XObjects) and yields each
+//! text state and positioning, `TJ` kerning, form XObjects, annotation
+//! appearances and the form fields a viewer draws itself) and yields each
 //! shown character with its position, advance and size in page space
 //! (points, origin top-left of the rotated page, y downwards).
 
@@ -9,6 +10,7 @@ use std::rc::Rc;
 use lopdf::content::Content;
 use lopdf::{Dictionary, Document, Object, ObjectId};
 
+use super::fields::{self, Drawn, Form, Shown};
 use super::font::Font;
 
 /// Nesting of form XObjects followed.
@@ -56,6 +58,8 @@ pub(crate) struct Char {
     /// Text direction: 0 left to right, 1 top to bottom, 2 right to left
     /// (upside down), 3 bottom to top.
     pub(crate) rot: u8,
+    /// Drawn in a bold face.
+    pub(crate) bold: bool,
 }
 
 #[derive(Clone)]
@@ -326,6 +330,7 @@ impl<'a> Interpreter<'a> {
         else {
             return;
         };
+        let form = Form::of(doc);
         for annot in annots.iter().take(10_000) {
             let Some(annot) = deref_dict(doc, annot) else {
                 continue;
@@ -344,9 +349,20 @@ impl<'a> Interpreter<'a> {
             else {
                 continue;
             };
-            let Some(ap) = annot.get(b"AP").ok().and_then(|o| deref_dict(doc, o)) else {
-                continue;
-            };
+            let ap = annot.get(b"AP").ok().and_then(|o| deref_dict(doc, o));
+            let (rx0, ry0) = (rect[0].min(rect[2]), rect[1].min(rect[3]));
+            let (w, h) = ((rect[2] - rect[0]).abs(), (rect[3] - rect[1]).abs());
+            if let Some(form) = &form {
+                if let Some(drawn) = fields::generated(doc, form, annot, ap.is_some(), w, h) {
+                    if self.chars.len() >= self.max_chars {
+                        self.truncated = true;
+                        return;
+                    }
+                    self.draw_field(&drawn, form.resources, [1.0, 0.0, 0.0, 1.0, rx0, ry0]);
+                    continue;
+                }
+            }
+            let Some(ap) = ap else { continue };
             let Ok(normal) = ap.get(b"N") else { continue };
             // A dictionary of states: the one /AS names.
             let stream_ref = match doc.dereference(normal) {
@@ -410,6 +426,83 @@ impl<'a> Interpreter<'a> {
         }
     }
 
+    /// Draws a form field as the viewer builds it (see [`fields`]): codes
+    /// through the field's font, text through the font where it encodes
+    /// every character, else glyph by glyph at half an em each.
+    fn draw_field(&mut self, drawn: &Drawn, resources: Option<&Dictionary>, ctm: Matrix) {
+        let doc = self.doc;
+        let font = resources
+            .and_then(|r| r.get(b"Font").ok())
+            .and_then(|o| deref_dict(doc, o))
+            .and_then(|fonts| fonts.get(&drawn.font).ok())
+            .and_then(|o| self.fonts.get(doc, o, self.stream_limit))
+            .unwrap_or_else(|| {
+                // Not in the form's resources: the standard font its name stands for.
+                let base: &[u8] = if drawn.font.starts_with(b"ZaD") {
+                    b"ZapfDingbats"
+                } else {
+                    b"Helvetica"
+                };
+                let mut d = Dictionary::new();
+                d.set("Type", Object::Name(b"Font".to_vec()));
+                d.set("Subtype", Object::Name(b"Type1".to_vec()));
+                d.set("BaseFont", Object::Name(base.to_vec()));
+                Rc::new(Font::load(doc, &d, self.stream_limit))
+            });
+        let gs = GState {
+            ctm,
+            text: TextState {
+                font: Some(font.clone()),
+                size: drawn.size,
+                char_space: 0.0,
+                word_space: 0.0,
+                scale: 1.0,
+                leading: 0.0,
+                rise: 0.0,
+            },
+        };
+        for run in &drawn.runs {
+            let mut tm = [1.0, 0.0, 0.0, 1.0, run.x, run.y];
+            let codes = match &run.shown {
+                Shown::Codes(codes) => Some(codes.clone()),
+                Shown::Text(text) => text
+                    .chars()
+                    .map(|c| {
+                        let b = u8::try_from(u32::from(c)).ok()?;
+                        let g = font.decode(&[b]);
+                        (g.first()?.text.chars().eq(std::iter::once(c))).then_some(b)
+                    })
+                    .collect(),
+            };
+            match (codes, &run.shown) {
+                (Some(codes), _) => self.show(&codes, &gs, &mut tm),
+                (None, Shown::Text(text)) => {
+                    let m = mul(&ctm, &self.page.matrix);
+                    for (i, ch) in text.chars().enumerate() {
+                        let (x, y) = apply(&m, run.x + 0.5 * drawn.size * i as f64, run.y);
+                        let (dx, dy) = apply_linear(&m, 0.5 * drawn.size, 0.0);
+                        let (ux, uy) = apply_linear(&m, 0.0, drawn.size);
+                        self.chars.push(Char {
+                            ch,
+                            x,
+                            y,
+                            dx,
+                            dy,
+                            size: (ux * ux + uy * uy).sqrt(),
+                            rot: 0,
+                            bold: false,
+                        });
+                    }
+                }
+                (None, Shown::Codes(_)) => {}
+            }
+            if self.chars.len() >= self.max_chars {
+                self.truncated = true;
+                return;
+            }
+        }
+    }
+
     fn form(
         &mut self,
         xobjects: &Dictionary,
@@ -470,6 +563,7 @@ impl<'a> Interpreter<'a> {
         };
         let t = &gs.text;
         let vertical = font.wmode == 1;
+        let bold = font.bold;
         // User space to page space is fixed for the whole string.
         let user_to_page = mul(&gs.ctm, &self.page.matrix);
         for glyph in font.decode(bytes) {
@@ -527,6 +621,7 @@ impl<'a> Interpreter<'a> {
                     dy: dy / n,
                     size,
                     rot,
+                    bold,
                 });
             }
         }

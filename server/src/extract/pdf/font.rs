@@ -110,6 +110,8 @@ pub(crate) struct Font {
     /// Multiplier of advance widths into text space (0.001, or the Type 3
     /// font matrix's horizontal scale).
     width_scale: f64,
+    /// A bold face (by its descriptor's weight or flags, or its name).
+    pub(crate) bold: bool,
 }
 
 /// A number, through a reference if need be.
@@ -140,6 +142,35 @@ fn get_name<'a>(doc: &'a Document, dict: &'a Dictionary, key: &[u8]) -> Option<&
         Object::Name(n) => Some(n),
         _ => None,
     }
+}
+
+/// Whether a font is a bold face: its descriptor's `/FontWeight` (600 and
+/// up) or ForceBold flag, else its name (`Arial-BoldMT`, `NimbusSans-Black`,
+/// TeX's `CMBX10` and cm-super's `SFBX1200`), without the subset prefix.
+fn is_bold(doc: &Document, dict: &Dictionary, descriptor: Option<&Dictionary>) -> bool {
+    if let Some(d) = descriptor {
+        let weight = get(doc, d, b"FontWeight").and_then(|o| number(doc, o));
+        let flags = get(doc, d, b"Flags")
+            .and_then(|o| number(doc, o))
+            .unwrap_or(0.0) as i64;
+        if weight.is_some_and(|w| w >= 600.0) || flags & (1 << 18) != 0 {
+            return true;
+        }
+    }
+    let Some(name) = get_name(doc, dict, b"BaseFont") else {
+        return false;
+    };
+    let name = match name.iter().position(|&b| b == b'+') {
+        Some(6) => &name[7..],
+        _ => name,
+    };
+    let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+    ["bold", "black", "heavy", "semibd", "demi"]
+        .iter()
+        .any(|w| name.contains(w))
+        || ["cmbx", "cmssbx", "cmb10", "sfbx", "sfsx", "lmroman10-bold"]
+            .iter()
+            .any(|p| name.starts_with(p))
 }
 
 fn stream_data(doc: &Document, dict: &Dictionary, key: &[u8], limit: usize) -> Option<Vec<u8>> {
@@ -294,6 +325,7 @@ impl Font {
             wmode: 0,
             size_scale,
             width_scale,
+            bold: is_bold(doc, dict, descriptor),
         }
     }
 
@@ -371,6 +403,11 @@ impl Font {
             wmode,
             size_scale: 1.0,
             width_scale: 0.001,
+            bold: is_bold(
+                doc,
+                dict,
+                cid_font.and_then(|cf| get_dict(doc, cf, b"FontDescriptor")),
+            ),
         }
     }
 

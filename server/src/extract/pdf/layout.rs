@@ -25,6 +25,9 @@ const COMB_MAX_BASE: f64 = 0.4;
 const MAX_BASE_DELTA: f64 = 0.5;
 /// Words on one line: baselines within this fraction of the font size.
 const MAX_INTRA_LINE_DELTA: f64 = 0.5;
+/// Words of one line overlap along it by at most this fraction of the
+/// smaller font size.
+const MAX_LINE_OVERLAP: f64 = 0.3;
 /// Inter-word space threshold, and the wide-spacing (letter-spaced) rule.
 const MAX_CHAR_SPACING: f64 = 0.03;
 const MAX_WIDE_CHAR_SPACING_MUL: f64 = 1.3;
@@ -45,6 +48,8 @@ pub(crate) struct Line {
     pub(crate) bbox: [f64; 4],
     /// Font size of its first word.
     pub(crate) size: f64,
+    /// Nearly all of its characters are in a bold face.
+    pub(crate) bold: bool,
 }
 
 /// Lines that belong together (a paragraph, a cell, a heading).
@@ -63,6 +68,8 @@ struct Word {
     size: f64,
     rot: u8,
     len: usize,
+    /// How many of its characters are bold.
+    bold: usize,
     last_edge: f64,
     last_width: f64,
 }
@@ -146,6 +153,7 @@ fn words(chars: &[Char]) -> Vec<Word> {
                 word.last_edge = p;
                 word.last_width = w;
                 word.len += 1;
+                word.bold += usize::from(c.bold);
             }
             None => {
                 cur = Some(Word {
@@ -156,6 +164,7 @@ fn words(chars: &[Char]) -> Vec<Word> {
                     size: c.size,
                     rot: c.rot,
                     len: 1,
+                    bold: usize::from(c.bold),
                     last_edge: p,
                     last_width: w,
                 });
@@ -245,10 +254,15 @@ impl Segment {
         let (xa, ya) = from_axes(rot, self.p0(), top);
         let (xb, yb) = from_axes(rot, self.p1(), bottom);
         let r = |v: f64| (v * 100.0).round() / 100.0;
+        let (bold, len) = self
+            .words
+            .iter()
+            .fold((0, 0), |(b, n), w| (b + w.bold, n + w.len));
         Line {
             text: reorder(&self.text(), primary_lr),
             bbox: [r(xa.min(xb)), r(ya.min(yb)), r(xa.max(xb)), r(ya.max(yb))],
             size,
+            bold: bold * 10 >= len * 9,
         }
     }
 }
@@ -257,15 +271,39 @@ impl Segment {
 fn segments(mut words: Vec<Word>) -> Vec<Segment> {
     words.sort_by(|a, b| a.base.total_cmp(&b.base).then(a.p0.total_cmp(&b.p0)));
     let mut lines: Vec<Vec<Word>> = Vec::new();
+    // The right end of each line so far.
+    let mut ends: Vec<f64> = Vec::new();
     for w in words {
-        match lines.last_mut() {
-            Some(line)
-                if (w.base - line[0].base).abs()
-                    < MAX_INTRA_LINE_DELTA * line[0].size.min(w.size).max(0.1) =>
+        // The latest line whose baseline is close and none of whose words
+        // this one overprints (two captions drawn over each other at
+        // nearby baselines are two lines, as in poppler).
+        let mut home = None;
+        for (i, line) in lines.iter().enumerate().rev() {
+            if (w.base - line[0].base).abs()
+                >= MAX_INTRA_LINE_DELTA * line[0].size.min(w.size).max(0.1)
             {
-                line.push(w);
+                break;
             }
-            _ => lines.push(vec![w]),
+            // Words come by baseline, then left to right: most start past
+            // the line's end, and only the others are compared.
+            let overlaps = w.p0 < ends[i]
+                && line.iter().any(|x| {
+                    x.p1.min(w.p1) - x.p0.max(w.p0) > MAX_LINE_OVERLAP * x.size.min(w.size)
+                });
+            if !overlaps {
+                home = Some(i);
+                break;
+            }
+        }
+        match home {
+            Some(i) => {
+                ends[i] = ends[i].max(w.p1);
+                lines[i].push(w);
+            }
+            None => {
+                ends.push(w.p1);
+                lines.push(vec![w]);
+            }
         }
     }
     let mut out = Vec::new();
@@ -552,6 +590,7 @@ mod tests {
                 dy: 0.0,
                 size,
                 rot: 0,
+                bold: false,
             })
             .collect()
     }

@@ -15,6 +15,7 @@
 //!              { "number": 2, "text": "", "blocks": [], "error": "…" } ],
 //!   "outline": [ { "level": 1, "title": "Intro", "page": 1 } ] }
 //! ```
+//! A line in a bold face has `"bold": true`.
 //! Boxes are `[x0, y0, x1, y1]` in points from the top-left corner of the
 //! page as displayed (after `/Rotate`). `text` has `\n` between lines and a
 //! blank line between blocks; a line ending in `-` is joined to the next.
@@ -25,6 +26,7 @@
 mod cmap;
 mod content;
 mod encoding;
+mod fields;
 mod font;
 mod layout;
 #[rustfmt::skip]
@@ -146,12 +148,26 @@ fn page(
     let blocks: Vec<Value> = blocks
         .iter()
         .map(|b| {
-            let bbox = b.lines.iter().fold([f64::MAX, f64::MAX, f64::MIN, f64::MIN], |a, l| {
-                [a[0].min(l.bbox[0]), a[1].min(l.bbox[1]), a[2].max(l.bbox[2]), a[3].max(l.bbox[3])]
-            });
+            let bbox = b
+                .lines
+                .iter()
+                .fold([f64::MAX, f64::MAX, f64::MIN, f64::MIN], |a, l| {
+                    [
+                        a[0].min(l.bbox[0]),
+                        a[1].min(l.bbox[1]),
+                        a[2].max(l.bbox[2]),
+                        a[3].max(l.bbox[3]),
+                    ]
+                });
             json!({
                 "bbox": bbox,
-                "lines": b.lines.iter().map(|l| json!({ "text": l.text, "bbox": l.bbox, "size": r(l.size) })).collect::<Vec<_>>(),
+                "lines": b.lines.iter().map(|l| {
+                    let mut line = json!({ "text": l.text, "bbox": l.bbox, "size": r(l.size) });
+                    if l.bold {
+                        line["bold"] = json!(true);
+                    }
+                    line
+                }).collect::<Vec<_>>(),
             })
         })
         .collect();

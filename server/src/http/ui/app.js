@@ -166,7 +166,8 @@ function renderDetail(j) {
   links.replaceChildren();
   if (j.status === "completed") {
     links.append(el("a", { href: `/api/job/${j.job_id}/result`, id: "result-json" }, "result (JSON)"), " · ",
-      el("a", { href: `/api/job/${j.job_id}/html`, id: "result-html" }, "result (HTML)"));
+      el("a", { href: `/api/job/${j.job_id}/html`, id: "result-html" }, "result (HTML)"), " · ",
+      el("a", { href: `/api/job/${j.job_id}/markdown`, id: "result-markdown" }, "result (Markdown)"));
   }
   const n = $("#detail-notify");
   n.replaceChildren();
