@@ -610,8 +610,16 @@ impl<'a> Interpreter<'a> {
                     3
                 }
             };
-            let n = glyph.text.chars().count() as f64;
-            for (k, ch) in glyph.text.chars().enumerate() {
+            let text = plain_letters(&glyph.text);
+            let n = text.chars().count() as f64;
+            // The layout reads right-to-left runs backwards (they are drawn
+            // right to left); a glyph standing for several such letters (a
+            // ligature) is laid out backwards too, so it reads forwards.
+            let mut letters: Vec<char> = text.chars().collect();
+            if letters.len() > 1 && letters.iter().any(|&c| super::layout::is_rtl(c)) {
+                letters.reverse();
+            }
+            for (k, ch) in letters.into_iter().enumerate() {
                 let k = k as f64;
                 self.chars.push(Char {
                     ch,
@@ -626,6 +634,35 @@ impl<'a> Interpreter<'a> {
             }
         }
     }
+}
+
+/// Presentation forms (Latin and Armenian ligatures, Hebrew and Arabic
+/// contextual and ligature forms, U+FB00–U+FDFF and U+FE70–U+FEFF) as
+/// the letters they stand for, so that the text can be searched: `ﬁ` is
+/// `fi`, `ﻧﻤﺎﯾﻪ` is `نمایه`.
+fn plain_letters(text: &str) -> std::borrow::Cow<'_, str> {
+    use unicode_normalization::UnicodeNormalization;
+    let form = |c: char| matches!(c as u32, 0xFB00..=0xFDFF | 0xFE70..=0xFEFF);
+    if !text.chars().any(form) {
+        return text.into();
+    }
+    text.chars()
+        .flat_map(|c| {
+            let one = std::iter::once(c);
+            if form(c) {
+                // The isolated forms of the vowel marks decompose to a
+                // space and the mark: the mark alone.
+                let mut plain: Vec<char> = one.nfkc().collect();
+                if plain.len() > 1 && plain[0] == ' ' {
+                    plain.remove(0);
+                }
+                plain
+            } else {
+                one.collect()
+            }
+        })
+        .collect::<String>()
+        .into()
 }
 
 fn stream_matrix(doc: &Document, dict: &Dictionary) -> Matrix {
@@ -649,5 +686,26 @@ fn deref_dict<'d>(doc: &'d Document, o: &'d Object) -> Option<&'d Dictionary> {
     match doc.dereference(o).ok()?.1 {
         Object::Dictionary(d) => Some(d),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_letters;
+
+    #[test]
+    fn presentation_forms_become_plain_letters() {
+        assert_eq!(plain_letters("\u{FB01}nd"), "find");
+        assert_eq!(
+            plain_letters("\u{FEE7}\u{FEE4}\u{FE8E}\u{FBFE}\u{FEEA}"),
+            "\u{646}\u{645}\u{627}\u{6CC}\u{647}"
+        );
+        assert_eq!(plain_letters("\u{FEFB}"), "\u{644}\u{627}");
+        assert_eq!(
+            plain_letters("plain ﷲ"),
+            "plain \u{627}\u{644}\u{644}\u{647}"
+        );
+        assert_eq!(plain_letters("\u{FE7C}"), "\u{651}");
+        assert_eq!(plain_letters("no forms"), "no forms");
     }
 }

@@ -208,3 +208,78 @@ fn damaged_content_keeps_what_was_read() {
         "kept"
     );
 }
+
+/// A page with a label, four field widgets and an `/AcroForm` with
+/// `/NeedAppearances need`: a text field and a signature whose stored
+/// appearances say "stale" and "signed", a list box and a check box
+/// that is off (no appearances).
+fn form_pdf(need: bool) -> Value {
+    let mut doc = Document::with_version("1.7");
+    let pages_id = doc.new_object_id();
+    let font = doc.add_object(helvetica());
+    let mut stored = |text: &str| {
+        let resources = dictionary! { "Font" => dictionary! { "F1" => font } };
+        let bbox: Vec<Object> = vec![0.into(), 0.into(), 100.into(), 20.into()];
+        doc.add_object(Stream::new(
+            dictionary! { "Type" => "XObject", "Subtype" => "Form", "BBox" => bbox, "Resources" => resources },
+            format!("BT /F1 10 Tf 2 4 Td ({text}) Tj ET").into_bytes(),
+        ))
+    };
+    let (stale, signed) = (stored("stale"), stored("signed"));
+    let rect = |x: i64, y: i64, w: i64, h: i64| -> Vec<Object> {
+        vec![x.into(), y.into(), (x + w).into(), (y + h).into()]
+    };
+    let s = Object::string_literal;
+    let widgets = [
+        dictionary! { "FT" => "Tx", "T" => s("name"), "V" => s("Alice Smith"), "DA" => s("/Helv 12 Tf 0 g"),
+        "Rect" => rect(106, 695, 150, 20), "AP" => dictionary! { "N" => stale } },
+        dictionary! { "FT" => "Ch", "T" => s("pick"), "DA" => s("/Helv 10 Tf 0 g"), "Rect" => rect(72, 600, 100, 40),
+        "Opt" => vec![s("Red"), vec![s("g"), s("Green")].into()] },
+        dictionary! { "FT" => "Btn", "T" => s("agree"), "AS" => "Off", "DA" => s("/ZaDb 0 Tf 0 g"),
+        "MK" => dictionary! { "CA" => s("4") }, "Rect" => rect(72, 560, 12, 12) },
+        dictionary! { "FT" => "Sig", "T" => s("sig"), "Rect" => rect(72, 500, 100, 20),
+        "AP" => dictionary! { "N" => signed } },
+    ];
+    let annots: Vec<Object> = widgets
+        .into_iter()
+        .map(|mut w| {
+            w.set("Type", "Annot");
+            w.set("Subtype", "Widget");
+            doc.add_object(w).into()
+        })
+        .collect();
+    let content = doc.add_object(Stream::new(
+        dictionary! {},
+        b"BT /F1 12 Tf 72 700 Td (Name:) Tj ET".to_vec(),
+    ));
+    let page = doc.add_object(dictionary! {
+        "Type" => "Page", "Parent" => pages_id, "Contents" => content,
+        "Resources" => dictionary! { "Font" => dictionary! { "F1" => font } },
+        "MediaBox" => vec![0.into(), 0.into(), 612.into(), 792.into()], "Annots" => annots.clone(),
+    });
+    doc.objects.insert(
+        pages_id,
+        Object::Dictionary(
+            dictionary! { "Type" => "Pages", "Kids" => vec![page.into()], "Count" => 1 },
+        ),
+    );
+    let form = dictionary! { "Fields" => annots, "NeedAppearances" => need,
+    "DR" => dictionary! { "Font" => dictionary! { "Helv" => font } } };
+    let catalog = doc
+        .add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id, "AcroForm" => form });
+    doc.trailer.set("Root", catalog);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("form.pdf");
+    doc.save(&path).expect("write pdf");
+    super::extract(&path, &Limits::default(), &mut |_, _, _| {}).expect("extract")
+}
+
+#[test]
+fn form_fields_are_drawn_from_their_values_when_the_form_asks() {
+    let t = text_of(&form_pdf(true));
+    assert_eq!(t, "Name: Alice Smith\n\nRed\nGreen\n\nsigned");
+    // Without the flag the stored appearances stand; a widget without
+    // one (the list box) is still drawn from its field.
+    let t = text_of(&form_pdf(false));
+    assert_eq!(t, "Name: stale\n\nRed\nGreen\n\nsigned");
+}

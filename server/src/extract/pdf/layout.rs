@@ -38,6 +38,11 @@ const MIN_COLUMN_GAP: f64 = 1.0;
 const MAX_LINE_SPACING: f64 = 1.5;
 /// Font sizes of lines in one block differ by at most this fraction.
 const MAX_BLOCK_SIZE_DELTA: f64 = 0.6;
+/// A block takes in pieces of its lines this close to its sides
+/// (fraction of the font size; poppler's `minColSpacing1`).
+const MIN_COLUMN_OVERLAP: f64 = 0.3;
+/// Rounds of [`absorb`] at most.
+const MAX_ABSORB_ROUNDS: usize = 8;
 /// Above this many blocks a page is ordered by position only.
 const MAX_ORDERED_BLOCKS: usize = 3000;
 
@@ -201,12 +206,28 @@ fn drop_duplicates(words: Vec<Word>) -> Vec<Word> {
     kept
 }
 
+/// `a` and `b` are drawn over each other (overlap along the line by more
+/// than [`MAX_LINE_OVERLAP`] em): not words of one line.
+fn overprint(a: &Word, b: &Word) -> bool {
+    a.p1.min(b.p1) - a.p0.max(b.p0) > MAX_LINE_OVERLAP * a.size.min(b.size)
+}
+
 /// One column segment of a line: words left to right.
 struct Segment {
     words: Vec<Word>,
 }
 
 impl Segment {
+    /// Some word of `other` overlaps one of these along the line (see
+    /// [`MAX_LINE_OVERLAP`]).
+    fn overprints(&self, other: &Segment) -> bool {
+        other.p0() < self.p1()
+            && self.p0() < other.p1()
+            && self
+                .words
+                .iter()
+                .any(|x| other.words.iter().any(|w| overprint(x, w)))
+    }
     fn p0(&self) -> f64 {
         self.words.first().map_or(0.0, |w| w.p0)
     }
@@ -286,10 +307,7 @@ fn segments(mut words: Vec<Word>) -> Vec<Segment> {
             }
             // Words come by baseline, then left to right: most start past
             // the line's end, and only the others are compared.
-            let overlaps = w.p0 < ends[i]
-                && line.iter().any(|x| {
-                    x.p1.min(w.p1) - x.p0.max(w.p0) > MAX_LINE_OVERLAP * x.size.min(w.size)
-                });
+            let overlaps = w.p0 < ends[i] && line.iter().any(|x| overprint(x, &w));
             if !overlaps {
                 home = Some(i);
                 break;
@@ -336,6 +354,24 @@ struct RawBlock {
     bottom: f64,
 }
 
+impl RawBlock {
+    /// Adds a segment: to the line it shares a baseline with (its words
+    /// merged left to right), else as a line of its own.
+    fn add(&mut self, seg: Segment) {
+        let line = self.segs.iter_mut().rev().find(|s| {
+            (s.base() - seg.base()).abs() < MAX_INTRA_LINE_DELTA * s.size().min(seg.size())
+                && !s.overprints(&seg)
+        });
+        match line {
+            Some(line) => {
+                line.words.extend(seg.words);
+                line.words.sort_by(|x, y| x.p0.total_cmp(&y.p0));
+            }
+            None => self.segs.push(seg),
+        }
+    }
+}
+
 fn blocks(segs: Vec<Segment>) -> Vec<RawBlock> {
     let mut out: Vec<RawBlock> = Vec::new();
     // Segments come sorted by baseline, then left to right.
@@ -348,11 +384,20 @@ fn blocks(segs: Vec<Segment>) -> Vec<RawBlock> {
             if gap > MAX_LINE_SPACING * size.max(last.size()) * 2.0 {
                 continue;
             }
-            let fits = gap > 0.0
-                && gap <= MAX_LINE_SPACING * size.max(last.size())
-                && (size - last.size()).abs() <= MAX_BLOCK_SIZE_DELTA * size.max(last.size())
-                && p0 < b.p1
-                && p1 > b.p0;
+            let similar =
+                (size - last.size()).abs() <= MAX_BLOCK_SIZE_DELTA * size.max(last.size());
+            // Another piece of the block's last line (cut off by a wide
+            // gap) that the block's width covers joins that line.
+            let same_line = gap.abs() < MAX_INTRA_LINE_DELTA * size.min(last.size())
+                && p0 < b.p1 + MIN_COLUMN_OVERLAP * size
+                && p1 > b.p0 - MIN_COLUMN_OVERLAP * size;
+            let gap = if same_line { 0.0 } else { gap };
+            let fits = similar
+                && (same_line
+                    || gap > 0.0
+                        && gap <= MAX_LINE_SPACING * size.max(last.size())
+                        && p0 < b.p1
+                        && p1 > b.p0);
             if fits && best.is_none_or(|(_, g)| gap < g) {
                 best = Some((i, gap));
             }
@@ -362,8 +407,8 @@ fn blocks(segs: Vec<Segment>) -> Vec<RawBlock> {
                 let b = &mut out[i];
                 b.p0 = b.p0.min(p0);
                 b.p1 = b.p1.max(p1);
-                b.bottom = base;
-                b.segs.push(seg);
+                b.bottom = b.bottom.max(base);
+                b.add(seg);
             }
             None => out.push(RawBlock {
                 p0,
@@ -374,7 +419,69 @@ fn blocks(segs: Vec<Segment>) -> Vec<RawBlock> {
             }),
         }
     }
-    order(out)
+    order(absorb(out))
+}
+
+/// poppler's blocks take in the words on their own lines that overlap
+/// them: a piece of a line cut off by a wide gap (a justified line, the
+/// first line of a paragraph read before the lines that span it) joins
+/// the block whose lines it sits on and whose width covers it, and its
+/// segments join the lines they share a baseline with.
+fn absorb(mut blocks: Vec<RawBlock>) -> Vec<RawBlock> {
+    if blocks.len() > MAX_ORDERED_BLOCKS {
+        return blocks;
+    }
+    let first_base = |b: &RawBlock| b.segs.first().map_or(0.0, Segment::base);
+    let mut merged = true;
+    let mut rounds = 0;
+    while merged && rounds < MAX_ABSORB_ROUNDS {
+        merged = false;
+        rounds += 1;
+        let mut i = 0;
+        while i < blocks.len() {
+            let b = &blocks[i];
+            let size = b.segs.first().map_or(1.0, Segment::size);
+            let slack = MAX_INTRA_LINE_DELTA * size;
+            let (lo, hi) = (first_base(b) - slack, b.bottom + slack);
+            let (p0, p1) = (
+                b.p0 - MIN_COLUMN_OVERLAP * size,
+                b.p1 + MIN_COLUMN_OVERLAP * size,
+            );
+            let taken = (0..blocks.len()).find(|&j| {
+                let a = &blocks[j];
+                j != i
+                    && a.segs.len() < b.segs.len().max(2)
+                    && first_base(a) >= lo
+                    && a.bottom <= hi
+                    && a.p0 < p1
+                    && a.p1 > p0
+                    && a.segs
+                        .iter()
+                        .all(|s| (s.size() - size).abs() <= MAX_BLOCK_SIZE_DELTA * size)
+            });
+            let Some(j) = taken else {
+                i += 1;
+                continue;
+            };
+            let a = blocks.remove(j);
+            let i = if j < i { i - 1 } else { i };
+            let b = &mut blocks[i];
+            b.p0 = b.p0.min(a.p0);
+            b.p1 = b.p1.max(a.p1);
+            b.top = b.top.min(a.top);
+            b.bottom = b.bottom.max(a.bottom);
+            for seg in a.segs {
+                b.add(seg);
+            }
+            b.segs.sort_by(|x, y| {
+                x.base()
+                    .total_cmp(&y.base())
+                    .then(x.p0().total_cmp(&y.p0()))
+            });
+            merged = true;
+        }
+    }
+    blocks
 }
 
 /// Reading order: a block comes after every block above it that it
@@ -447,9 +554,14 @@ enum Class {
     Other,
 }
 
+/// A letter of a right-to-left script (Hebrew, Arabic, Syriac, Thaana,
+/// their presentation forms).
+pub(crate) fn is_rtl(c: char) -> bool {
+    matches!(c as u32, 0x0590..=0x08FF | 0xFB1D..=0xFDFF | 0xFE70..=0xFEFF) && !c.is_numeric()
+}
+
 fn class(c: char) -> Class {
-    let u = c as u32;
-    if matches!(u, 0x0590..=0x08FF | 0xFB1D..=0xFDFF | 0xFE70..=0xFEFF) && !c.is_numeric() {
+    if is_rtl(c) {
         Class::R
     } else if c.is_numeric() || matches!(c, '#' | '$' | '%' | '+' | ',' | '-' | '.' | '/' | ':') {
         // Numbers and the signs that go with them, as Unicode's European
@@ -624,6 +736,22 @@ mod tests {
         let b = layout(&c);
         assert_eq!(text(&b), "Title\nbody");
         assert_eq!(b[0].lines[0].bbox, [10.0, 40.4, 40.0, 52.4]);
+    }
+
+    #[test]
+    fn captions_drawn_over_each_other_are_two_lines() {
+        // A 12 pt caption and a 9 pt one 3.8 pt lower, overlapping along
+        // the line (a form's group label and its first option): close
+        // enough in baseline for one line, but they overprint.
+        let mut c = chars("RdoGrp1", 82.8, 273.2, 12.0, 6.0);
+        c.extend(chars("Rdo1", 99.9, 277.0, 9.0, 4.5));
+        let t = text(&layout(&c));
+        assert!(t == "RdoGrp1\nRdo1" || t == "RdoGrp1\n\nRdo1", "{t:?}");
+        // A superscript that follows its word stays on the line.
+        let mut c = chars("x", 10.0, 100.0, 10.0, 5.0);
+        c.extend(chars("2", 15.1, 97.5, 7.0, 3.5));
+        c.extend(chars("y", 22.0, 100.0, 10.0, 5.0));
+        assert_eq!(text(&layout(&c)), "x2 y");
     }
 
     #[test]
