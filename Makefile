@@ -36,7 +36,7 @@ corpus:
 	@scripts/fetch-corpus.sh pdf >/dev/null
 
 ## Throughput and latency benchmarks (release build); prints one table.
-bench: bootstrap
+bench: bootstrap corpus
 	$(CARGO) build --release -p docproc-server --bin docproc -p docproc-benches --bin broker-bench --features docproc-benches/kafka
 	scripts/with-services.sh $(CARGO) run --release -p docproc-benches --bin broker-bench --features docproc-benches/kafka
 

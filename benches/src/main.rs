@@ -4,12 +4,14 @@
 //! Environment: `BENCH_SCALE` (default 1.0) scales every message count;
 //! `BENCH_FLOW` sets the long-run message count (default 10,000,000);
 //! `BENCH_ONLY` (comma-separated: raw, redis, produce1, produce100, consume,
-//! latency, flow, recovery, jobs, http, ws) runs a subset. The http and ws
-//! workloads need the release `docproc` binary beside this one (`make bench`
-//! builds it).
+//! latency, flow, recovery, jobs, http, ws, pdf) runs a subset. The http, ws
+//! and pdf workloads need the release `docproc` binary beside this one
+//! (`make bench` builds it); pdf needs the corpus (`make corpus`) and
+//! poppler's `pdftotext`.
 
 mod http;
 mod jobs;
+mod pdf;
 mod peers;
 mod workloads;
 mod ws;
@@ -109,6 +111,9 @@ fn main() -> anyhow::Result<()> {
         }
         if run("ws") {
             print(ws::all(scaled(10_000)).await?);
+        }
+        if run("pdf") {
+            print(pdf::all()?);
         }
         if run("flow") {
             print(workloads::flow(flow).await?);
