@@ -5,6 +5,7 @@
 #   (no persistence, like the test machines' own) when it does not answer.
 #   Python's aiosmtpd (pip): the SMTP server the mail test starts.
 #   Chromium and ChromeDriver (Debian): the dashboard test's browser.
+#   strace (Debian): the durability test's witness.
 set -euo pipefail
 
 REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
@@ -55,3 +56,9 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
 	apt_install chromium chromium-driver
 fi
 /usr/bin/chromedriver --version >/dev/null && echo "services: chromium and chromedriver are installed"
+
+# strace: the durability test reads the order of fsyncs and answers from it.
+if ! command -v strace >/dev/null 2>&1; then
+	echo "services: installing strace"
+	apt_install strace
+fi

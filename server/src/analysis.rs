@@ -24,7 +24,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{json, Value};
 
-use crate::extract::{html, markdown, sandbox::write_atomic};
+use crate::durable;
+use crate::extract::{html, markdown};
 use crate::llm::LlmError;
 use crate::queue::{JobId, Lease};
 use crate::results::Artifact;
@@ -92,11 +93,13 @@ pub async fn run_job(ctx: &WorkerContext, lease: Lease) {
     let work = tokio::task::spawn_blocking(move || -> Result<Value, String> {
         std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
         let page = html::render(&format!("Analysis of job {src}"), &result);
-        write_atomic(&out_dir.join("result.html"), page.as_bytes()).map_err(|e| e.to_string())?;
-        write_atomic(&out_dir.join("result.md"), markdown::render(&result).as_bytes())
-            .map_err(|e| e.to_string())?;
+        let md = markdown::render(&result);
         let bytes = serde_json::to_vec(&result).map_err(|e| e.to_string())?;
-        write_atomic(&out_dir.join("result.json"), &bytes).map_err(|e| e.to_string())?;
+        durable::write_files(
+            &out_dir,
+            &[("result.html", page.as_bytes()), ("result.md", md.as_bytes()), ("result.json", &bytes)],
+        )
+        .map_err(|e| e.to_string())?;
         Ok(json!({
             "language": result["language"],
             "summary_source": result["summary_source"],

@@ -15,6 +15,7 @@
 
 pub mod analysis;
 pub mod config;
+pub mod durable;
 pub mod extract;
 pub mod http;
 pub mod llm;

@@ -86,9 +86,11 @@ impl ResultStore {
             .dir(id)
             .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "bad job id"))?;
         tokio::fs::create_dir_all(&dir).await?;
-        let tmp = dir.join(format!(".{name}.{:08x}.tmp", rand::random::<u32>()));
-        tokio::fs::write(&tmp, serde_json::to_vec(value).unwrap_or_default()).await?;
-        tokio::fs::rename(&tmp, dir.join(name)).await
+        crate::durable::write_atomic_async(
+            dir.join(name),
+            serde_json::to_vec(value).unwrap_or_default(),
+        )
+        .await
     }
 
     /// Reads a record [`write_meta`](Self::write_meta) wrote; `None` when

@@ -237,17 +237,21 @@ pub fn child_main(
             };
         }
     };
+    // On disk (fsynced, directory included) before the child exits: the
+    // parent completes the job when it has.
     let write = || -> std::io::Result<()> {
         let page = html::render(title, &result);
-        write_atomic(&out_dir.join("result.html"), page.as_bytes())?;
-        write_atomic(
-            &out_dir.join("result.md"),
-            markdown::render(&result).as_bytes(),
-        )?;
-        write_atomic(&out_dir.join("result.json"), &serde_json::to_vec(&result)?)?;
-        write_atomic(
-            &out_dir.join("summary.json"),
-            &serde_json::to_vec(&summary(&result))?,
+        let md = markdown::render(&result);
+        let json = serde_json::to_vec(&result)?;
+        let summary = serde_json::to_vec(&summary(&result))?;
+        crate::durable::write_files(
+            out_dir,
+            &[
+                ("result.html", page.as_bytes()),
+                ("result.md", md.as_bytes()),
+                ("result.json", &json),
+                ("summary.json", &summary),
+            ],
         )
     };
     match write() {
@@ -257,11 +261,4 @@ pub fn child_main(
             EXIT_IO
         }
     }
-}
-
-/// Writes to a temporary name and renames, so readers never see half a file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }

@@ -176,10 +176,16 @@ pub(super) async fn upload(
                     }
                     file.write_all(&chunk).await.map_err(ApiError::internal)?;
                 }
-                file.flush().await.map_err(ApiError::internal)?;
                 if written == 0 {
                     return Err(ApiError::bad_request("the file is empty"));
                 }
+                // On disk, name included, before the job is published and
+                // 202 answered.
+                file.sync_all().await.map_err(ApiError::internal)?;
+                drop(file);
+                crate::durable::sync_dir_async(dir.clone())
+                    .await
+                    .map_err(ApiError::internal)?;
                 spool = Some((guard, name));
             }
             other => {
@@ -289,10 +295,18 @@ pub(super) async fn upload(
     .max_retries(st.config.max_retries)
     .timeout(st.config.job_timeout)
     .correlation_id(correlation_id.clone());
-    let id = st.queue.publish_one(job).await?;
+    // From here the job may exist even if this request is dropped while
+    // the publish is in flight: the file stays unless the publish fails.
+    spool.keep = true;
+    let id = match st.queue.publish_one(job).await {
+        Ok(id) => id,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&spool.path).await;
+            return Err(e.into());
+        }
+    };
     st.hub
         .remember(&id, Some(&correlation_id), owner.as_deref());
-    spool.keep = true;
     Ok((
         StatusCode::ACCEPTED,
         Json(UploadAccepted {

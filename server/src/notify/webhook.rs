@@ -146,6 +146,9 @@ pub fn load_or_create_secret(configured: Option<&str>, path: &Path) -> Result<St
         f.sync_all()?;
     }
     std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        crate::durable::sync_dir(dir)?;
+    }
     tracing::info!(path = %path.display(), "made a webhook signing secret");
     Ok(secret)
 }
