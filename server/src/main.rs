@@ -66,7 +66,16 @@ fn new_key(name: &str, scope: &str) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help and version to stdout with 0; usage errors with their own
+        // code, so that a wrongly run extractor never reads as a bad file.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let _ = e.print();
+            std::process::exit(docproc_server::extract::sandbox::EXIT_USAGE);
+        }
+    };
     match cli.command {
         Command::Extract(args) => {
             // No runtime, no threads: a parser crash takes down only this process.

@@ -527,3 +527,18 @@ async fn readiness_follows_the_queue_backend() {
     assert_eq!(s.get("/healthz").await.status, 200, "alive while not ready");
     s.stop().await;
 }
+
+/// A client's file name that reads like a flag (`-h`, `--help`, `-`) is
+/// only a title: the extractor is never told to print its help.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_names_that_look_like_flags_are_just_titles() {
+    let s = TestServer::start(|_| {}).await;
+    for name in ["-h.pdf", "--help", "-", "--title=x"] {
+        let id = s.submit(name, &pdf(&["Flag-like name"]), &[]).await;
+        let st = s.wait(&id, "completed", 60).await;
+        assert_eq!(st["attempts"], 1, "{name}: {st}");
+        let md = s.get(&format!("/api/job/{id}/markdown")).await;
+        assert_eq!(md.text(), "<!-- page 1 -->\n\nFlag-like name\n", "{name}");
+    }
+    s.stop().await;
+}

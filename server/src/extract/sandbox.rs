@@ -24,6 +24,9 @@ pub const EXIT_INVALID: i32 = 2;
 pub const EXIT_LIMIT: i32 = 3;
 /// Exit code of a child that could not read or write its files.
 pub const EXIT_IO: i32 = 4;
+/// Exit code of `docproc` given arguments it does not understand (BSD's
+/// `EX_USAGE`): the extractor was run wrongly, not the file's fault.
+pub const EXIT_USAGE: i32 = 64;
 /// Most stderr kept from a child.
 const MAX_STDERR: u64 = 16 * 1024;
 
@@ -103,17 +106,19 @@ impl Sandbox {
             }
             None => Command::new(&self.exe),
         };
+        // `--name=value`: a value (a title from the client's file name)
+        // that starts with `-` is never read as a flag.
+        let joined = |flag: &str, value: &std::ffi::OsStr| {
+            let mut arg = std::ffi::OsString::from(flag);
+            arg.push(value);
+            arg
+        };
         cmd.arg("extract")
-            .arg("--format")
-            .arg(format.as_str())
-            .arg("--input")
-            .arg(input)
-            .arg("--output-dir")
-            .arg(out_dir)
-            .arg("--title")
-            .arg(title)
-            .arg("--limits")
-            .arg(limits)
+            .arg(format!("--format={}", format.as_str()))
+            .arg(joined("--input=", input.as_os_str()))
+            .arg(joined("--output-dir=", out_dir.as_os_str()))
+            .arg(joined("--title=", std::ffi::OsStr::new(title)))
+            .arg(joined("--limits=", std::ffi::OsStr::new(&limits)))
             .env("RUST_BACKTRACE", "0")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -160,7 +165,7 @@ impl Sandbox {
         match status.code() {
             Some(EXIT_INVALID) | Some(EXIT_LIMIT) => Err(SandboxError::Refused(last)),
             // 126/127: prlimit (or the shell) could not execute the extractor.
-            Some(EXIT_IO) | Some(126) | Some(127) => Err(SandboxError::Io(last)),
+            Some(EXIT_IO) | Some(EXIT_USAGE) | Some(126) | Some(127) => Err(SandboxError::Io(last)),
             Some(code) => Err(SandboxError::Crashed(format!(
                 "the parser failed on this file (exit {code}): {}",
                 crash_reason(&err)
