@@ -91,7 +91,7 @@ pub async fn run_job(ctx: &WorkerContext, lease: Lease) {
     }
     let src = source.clone();
     let work = tokio::task::spawn_blocking(move || -> Result<Value, String> {
-        std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
+        durable::create_private_dir_all(&out_dir).map_err(|e| e.to_string())?;
         let page = html::render(&format!("Analysis of job {src}"), &result);
         let md = markdown::render(&result);
         let bytes = serde_json::to_vec(&result).map_err(|e| e.to_string())?;

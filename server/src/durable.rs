@@ -3,10 +3,25 @@
 //! before anyone is told: the file's data fsynced, then the directory
 //! that names it, so a power cut can lose neither the bytes nor the name.
 //! Files are written under a temporary name and renamed, so a reader
-//! never sees half of one.
+//! never sees half of one. Files and directories are the owner's only
+//! (0600 and 0700): uploads and results are other people's documents.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+/// Creates `dir` and any missing parents readable by the owner only
+/// (0700; directories already there keep their mode).
+pub fn create_private_dir_all(dir: &Path) -> std::io::Result<()> {
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(dir)
+}
+
+/// [`create_private_dir_all`] off the async runtime's threads.
+pub async fn create_private_dir_all_async(dir: PathBuf) -> std::io::Result<()> {
+    tokio::task::spawn_blocking(move || create_private_dir_all(&dir))
+        .await
+        .map_err(std::io::Error::other)?
+}
 
 /// Fsyncs a directory: the entries created, renamed or removed in it
 /// survive a power cut.

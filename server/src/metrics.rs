@@ -134,6 +134,16 @@ pub struct Snapshot {
 impl Metrics {
     /// Counts one HTTP request.
     pub fn http(&self, route: &str, method: &str, status: u16, took: Duration) {
+        // A client chooses the method string: the standard ones are
+        // labels, any other is `other`, so no client can add series.
+        const KNOWN: &[&str] = &[
+            "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+        ];
+        let method = if KNOWN.contains(&method) {
+            method
+        } else {
+            "other"
+        };
         // Every request passes here: one lock, and allocation only for a
         // series not seen before.
         let mut http = self.http.lock();

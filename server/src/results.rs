@@ -31,7 +31,7 @@ impl ResultStore {
     /// A store rooted at `root` (created when missing).
     pub fn open(root: impl Into<PathBuf>) -> std::io::Result<Self> {
         let root = root.into();
-        std::fs::create_dir_all(&root)?;
+        crate::durable::create_private_dir_all(&root)?;
         Ok(Self { root })
     }
 
@@ -85,7 +85,7 @@ impl ResultStore {
         let dir = self
             .dir(id)
             .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "bad job id"))?;
-        tokio::fs::create_dir_all(&dir).await?;
+        crate::durable::create_private_dir_all_async(dir.clone()).await?;
         crate::durable::write_atomic_async(
             dir.join(name),
             serde_json::to_vec(value).unwrap_or_default(),

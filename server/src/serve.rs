@@ -63,7 +63,7 @@ fn notifier(
     results: ResultStore,
     metrics: Arc<Metrics>,
 ) -> Result<Arc<Notifier>, ServeError> {
-    std::fs::create_dir_all(&cfg.data_dir)?;
+    crate::durable::create_private_dir_all(&cfg.data_dir)?;
     let secret = load_or_create_secret(
         cfg.notify.webhook.secret.as_deref(),
         &cfg.webhook_secret_file(),
@@ -197,7 +197,7 @@ async fn start(
     let metrics = Arc::new(Metrics::default());
     let queue = queue::open(&cfg.queue_url()).await?;
     let results = ResultStore::open(cfg.results_dir())?;
-    tokio::fs::create_dir_all(cfg.uploads_dir()).await?;
+    crate::durable::create_private_dir_all_async(cfg.uploads_dir()).await?;
     let notifier = notifier(cfg, queue.clone(), results.clone(), metrics.clone())?;
     let ctx = Arc::new(workers(
         cfg,

@@ -542,3 +542,31 @@ async fn file_names_that_look_like_flags_are_just_titles() {
     }
     s.stop().await;
 }
+
+/// Uploads and results are other people's documents: files 0600,
+/// directories 0700 under the data directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_and_results_are_the_owners_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+    // Without workers the upload stays where it was written.
+    let s = TestServer::start(|c| c.pools = common::no_local_workers()).await;
+    s.submit("r.pdf", &pdf(&["private"]), &[]).await;
+    let uploads = s.uploads();
+    assert_eq!(uploads.len(), 1);
+    assert_eq!(mode(&uploads[0]), 0o600);
+    assert_eq!(mode(&s.dir.path().join("uploads")), 0o700);
+    s.stop().await;
+
+    let s = TestServer::start(|_| {}).await;
+    let id = s.submit("r.pdf", &pdf(&["private"]), &[]).await;
+    s.wait(&id, "completed", 60).await;
+    let job = s.dir.path().join("results").join(&id);
+    assert_eq!(mode(&s.dir.path().join("results")), 0o700);
+    assert_eq!(mode(&job), 0o700);
+    for f in ["result.json", "result.html", "result.md", "summary.json"] {
+        assert_eq!(mode(&job.join(f)), 0o600, "{f}");
+    }
+    s.stop().await;
+}

@@ -647,3 +647,30 @@ async fn readyz_says_starting_until_the_queue_is_open() {
         .unwrap();
     assert!(ended.is_ok(), "{ended:?}");
 }
+
+/// A client picks the method string; `/metrics` labels every method it
+/// does not know `other`, so no client can add series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_methods_are_counted_as_other() {
+    let s = TestServer::start(|_| {}).await;
+    for m in ["FOO", "BAR", "BAZ1", "GET"] {
+        let _ = common::try_request(s.addr, m, "/healthz", &[], None).await;
+    }
+    let text = s.get("/metrics").await.text();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("docproc_http_requests_total{"))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l.contains("method=\"other\"")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("method=\"GET\"")),
+        "{lines:?}"
+    );
+    for bad in ["FOO", "BAR", "BAZ1"] {
+        assert!(!text.contains(bad), "{bad} became a label");
+    }
+    s.stop().await;
+}

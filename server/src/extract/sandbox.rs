@@ -91,7 +91,9 @@ impl Sandbox {
         progress: watch::Sender<Option<Value>>,
     ) -> Result<Value, SandboxError> {
         let io = |e: std::io::Error| SandboxError::Io(e.to_string());
-        tokio::fs::create_dir_all(out_dir).await.map_err(io)?;
+        crate::durable::create_private_dir_all_async(out_dir.to_path_buf())
+            .await
+            .map_err(io)?;
         let limits =
             serde_json::to_string(&self.limits).map_err(|e| SandboxError::Io(e.to_string()))?;
         let mut cmd = match &self.prlimit {

@@ -143,7 +143,7 @@ pub(super) async fn upload(
         ApiError::bad_request(format!("expected multipart/form-data: {}", e.body_text()))
     })?;
     let dir = st.config.uploads_dir();
-    tokio::fs::create_dir_all(&dir)
+    crate::durable::create_private_dir_all_async(dir.clone())
         .await
         .map_err(ApiError::internal)?;
     let mut spool: Option<(Spool, String)> = None;
@@ -165,7 +165,12 @@ pub(super) async fn upload(
                     path: path.clone(),
                     keep: false,
                 };
-                let mut file = tokio::fs::File::create(&path)
+                // The owner's only: someone else's document.
+                let mut file = tokio::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
                     .await
                     .map_err(ApiError::internal)?;
                 let mut written = 0u64;
