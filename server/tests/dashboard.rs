@@ -34,7 +34,7 @@ async fn the_dashboard_uploads_follows_cancels_and_retries() {
     let extractor = script(
         tools.path(),
         &format!(
-            "for a in \"$@\"; do case \"$a\" in */uploads/*) f=\"$a\";; esac; done\n\
+            "for a in \"$@\"; do case \"$a\" in --input=*) f=\"${{a#--input=}}\";; esac; done\n\
              if grep -q FAILONCE \"$f\" && [ ! -f {mark} ]; then touch {mark}; echo 'extractor unavailable' >&2; exit 4; fi\n\
              sleep 2\nexec {exe} \"$@\"",
             mark = mark.display(),
