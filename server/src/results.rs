@@ -16,6 +16,15 @@ pub struct ResultStore {
     root: PathBuf,
 }
 
+/// A stored artifact opened by [`ResultStore::open_artifact`].
+#[derive(Debug)]
+pub enum Opened {
+    /// The file and its length in bytes.
+    File(tokio::fs::File, u64),
+    /// Bytes made on demand.
+    Bytes(Vec<u8>),
+}
+
 /// Which stored file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Artifact {
@@ -49,6 +58,21 @@ impl ResultStore {
 
     /// Reads one artifact of a job.
     pub async fn read(&self, id: &JobId, what: Artifact) -> std::io::Result<Vec<u8>> {
+        match self.open_artifact(id, what).await? {
+            Opened::File(mut f, len) => {
+                use tokio::io::AsyncReadExt;
+                let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+                f.read_to_end(&mut out).await?;
+                Ok(out)
+            }
+            Opened::Bytes(b) => Ok(b),
+        }
+    }
+
+    /// Opens one artifact of a job to be streamed: the file and its
+    /// length, or (the Markdown of a result stored before Markdown
+    /// existed) the bytes rendered from its JSON.
+    pub async fn open_artifact(&self, id: &JobId, what: Artifact) -> std::io::Result<Opened> {
         let dir = self
             .dir(id)
             .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "bad job id"))?;
@@ -57,7 +81,12 @@ impl ResultStore {
             Artifact::Html => "result.html",
             Artifact::Markdown => "result.md",
         };
-        match tokio::fs::read(dir.join(name)).await {
+        let opened = async {
+            let f = tokio::fs::File::open(dir.join(name)).await?;
+            let len = f.metadata().await?.len();
+            Ok::<_, std::io::Error>(Opened::File(f, len))
+        };
+        match opened.await {
             // A result stored before Markdown existed: rendered from its
             // JSON (off the runtime's threads), and not written back.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && what == Artifact::Markdown => {
@@ -65,7 +94,9 @@ impl ResultStore {
                 tokio::task::spawn_blocking(move || {
                     let value: serde_json::Value = serde_json::from_slice(&json)
                         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-                    Ok(crate::extract::markdown::render(&value).into_bytes())
+                    Ok(Opened::Bytes(
+                        crate::extract::markdown::render(&value).into_bytes(),
+                    ))
                 })
                 .await
                 .map_err(std::io::Error::other)?

@@ -568,5 +568,20 @@ async fn uploads_and_results_are_the_owners_only() {
     for f in ["result.json", "result.html", "result.md", "summary.json"] {
         assert_eq!(mode(&job.join(f)), 0o600, "{f}");
     }
+    // Served as stored, with its length (streamed from the file).
+    for (route, file) in [
+        ("result", "result.json"),
+        ("html", "result.html"),
+        ("markdown", "result.md"),
+    ] {
+        let r = s.get(&format!("/api/job/{id}/{route}")).await;
+        let stored = std::fs::read(job.join(file)).expect("stored");
+        assert_eq!(r.body, stored, "{route}");
+        assert_eq!(
+            r.header("content-length"),
+            Some(stored.len().to_string().as_str()),
+            "{route}"
+        );
+    }
     s.stop().await;
 }

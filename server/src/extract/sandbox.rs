@@ -27,6 +27,8 @@ pub const EXIT_IO: i32 = 4;
 /// Exit code of `docproc` given arguments it does not understand (BSD's
 /// `EX_USAGE`): the extractor was run wrongly, not the file's fault.
 pub const EXIT_USAGE: i32 = 64;
+/// Largest `summary.json` read back from a child.
+const MAX_SUMMARY: u64 = 64 * 1024;
 /// Most stderr kept from a child.
 const MAX_STDERR: u64 = 16 * 1024;
 
@@ -159,9 +161,21 @@ impl Sandbox {
         };
         let last = err.lines().last().unwrap_or("").to_string();
         if status.success() {
-            let raw = tokio::fs::read(out_dir.join("summary.json"))
+            // The summary goes into every status answer and WebSocket
+            // frame: a bounded read.
+            let mut raw = Vec::new();
+            tokio::fs::File::open(out_dir.join("summary.json"))
+                .await
+                .map_err(io)?
+                .take(MAX_SUMMARY + 1)
+                .read_to_end(&mut raw)
                 .await
                 .map_err(io)?;
+            if raw.len() as u64 > MAX_SUMMARY {
+                return Err(SandboxError::Io(format!(
+                    "the extractor's summary is over {MAX_SUMMARY} bytes"
+                )));
+            }
             return serde_json::from_slice(&raw).map_err(|e| SandboxError::Io(e.to_string()));
         }
         match status.code() {

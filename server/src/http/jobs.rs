@@ -14,7 +14,7 @@ use super::guard::{sees, Caller};
 use super::{rfc3339, ApiError, AppState};
 use crate::notify::{email, webhook, Targets};
 use crate::queue::{CancelOutcome, JobId, JobRecord, JobStatus, ListQuery, QueueError};
-use crate::results::Artifact;
+use crate::results::{Artifact, Opened};
 use crate::worker::ExtractPayload;
 use axum::Extension;
 
@@ -161,7 +161,7 @@ async fn completed(
     caller: &Option<Extension<Caller>>,
     id: String,
     what: Artifact,
-) -> Result<Vec<u8>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let id = JobId(id);
     let r = visible(st, caller, id.clone()).await?;
     if r.status != JobStatus::Completed {
@@ -174,12 +174,21 @@ async fn completed(
             ),
         ));
     }
-    st.results.read(&id, what).await.map_err(|_| {
+    let opened = st.results.open_artifact(&id, what).await.map_err(|_| {
         ApiError::new(
             StatusCode::GONE,
             "result_expired",
             format!("the result of job {id} is no longer kept"),
         )
+    })?;
+    // Streamed from the file, never read whole into memory.
+    Ok(match opened {
+        Opened::File(f, len) => (
+            [(header::CONTENT_LENGTH, len.to_string())],
+            axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(f)),
+        )
+            .into_response(),
+        Opened::Bytes(b) => b.into_response(),
     })
 }
 
