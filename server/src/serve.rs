@@ -83,7 +83,13 @@ fn workers(
     if cfg.notify.email.is_none() {
         pools.email = 0;
     }
-    let mut ctx = WorkerContext::new(queue, results, sandbox(cfg)?, &pools.sizes());
+    let mut ctx = WorkerContext::new(
+        queue,
+        results,
+        cfg.uploads_dir(),
+        sandbox(cfg)?,
+        &pools.sizes(),
+    );
     ctx.heartbeat = cfg.heartbeat;
     ctx.notifier = Some(notifier);
     if let Some(llm) = &cfg.llm {

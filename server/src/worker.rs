@@ -4,7 +4,7 @@
 //! files are removed once their job reaches a final state.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +29,8 @@ use crate::results::ResultStore;
 /// What an extraction job carries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExtractPayload {
-    /// The uploaded file, on the server's disk.
+    /// The uploaded file: its name under the uploads directory (older
+    /// jobs carry the whole path). Read it through [`Self::upload`].
     pub file: PathBuf,
     /// Its format, detected from content at upload.
     pub format: Format,
@@ -50,6 +51,34 @@ pub struct ExtractPayload {
     pub owner: Option<String>,
 }
 
+/// The names the server gives uploads: 32 lower-case hex digits and
+/// `.upload`.
+pub fn is_upload_name(name: &str) -> bool {
+    name.len() == 39
+        && name.ends_with(".upload")
+        && name[..32]
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+impl ExtractPayload {
+    /// The upload this job reads, under `uploads`. Whoever can produce to
+    /// the queue writes this payload, so only a name of the shape the
+    /// server gives uploads is taken — bare, or under `uploads` itself —
+    /// and anything else (another directory, `..`, a file the server did
+    /// not write) is `None`: the job can neither read nor delete it.
+    pub fn upload(&self, uploads: &Path) -> Option<PathBuf> {
+        let name = self.file.file_name()?.to_str()?;
+        if !is_upload_name(name) {
+            return None;
+        }
+        match self.file.parent() {
+            Some(p) if !p.as_os_str().is_empty() && p != uploads => None,
+            _ => Some(uploads.join(name)),
+        }
+    }
+}
+
 /// Busy and total workers of one pool.
 #[derive(Debug, Default)]
 pub struct PoolGauge {
@@ -65,6 +94,8 @@ pub struct WorkerContext {
     pub queue: Arc<dyn Queue>,
     /// Where results go.
     pub results: ResultStore,
+    /// Where uploads are (the files extraction jobs read).
+    pub uploads: PathBuf,
     /// How extractions run.
     pub sandbox: Sandbox,
     /// Busy gauges per job type.
@@ -93,6 +124,7 @@ impl WorkerContext {
     pub fn new(
         queue: Arc<dyn Queue>,
         results: ResultStore,
+        uploads: PathBuf,
         sandbox: Sandbox,
         pools: &[(&'static str, usize)],
     ) -> Self {
@@ -107,6 +139,7 @@ impl WorkerContext {
         Self {
             queue,
             results,
+            uploads,
             sandbox,
             gauges,
             heartbeat: None,
@@ -258,18 +291,22 @@ async fn extract_job(ctx: &WorkerContext, mut lease: Lease) {
             return;
         }
     };
+    let Some(file) = payload.upload(&ctx.uploads) else {
+        let msg = format!(
+            "the job's file {:?} is not an upload of this server",
+            payload.file
+        );
+        settle(None, lease.fail_permanently(&msg).await).await;
+        return;
+    };
     let Some(out_dir) = ctx.results.dir(&job.job_id) else {
-        settle(
-            Some(&payload.file),
-            lease.fail_permanently("bad job id").await,
-        )
-        .await;
+        settle(Some(&file), lease.fail_permanently("bad job id").await).await;
         return;
     };
     let (progress, mut reports) = watch::channel(None);
     let mut run = Box::pin(ctx.sandbox.run(
         payload.format,
-        &payload.file,
+        &file,
         &out_dir,
         &payload.title,
         job.timeout,
@@ -330,7 +367,7 @@ async fn extract_job(ctx: &WorkerContext, mut lease: Lease) {
             let notes = announce(ctx, &job, &targets).await;
             let status = lease.fail("cancelled").await;
             confirm(ctx, &job, &targets, &notes, &status, true).await;
-            settle(Some(&payload.file), status).await;
+            settle(Some(&file), status).await;
         }
         Some(Ok(summary)) => {
             let result = json!({
@@ -360,7 +397,7 @@ async fn extract_job(ctx: &WorkerContext, mut lease: Lease) {
             }
             match completed {
                 Ok(done) => {
-                    let _ = tokio::fs::remove_file(&payload.file).await;
+                    let _ = tokio::fs::remove_file(&file).await;
                     if done == Completion::Cancelled {
                         // Cancelled while its last moments ran: no result, no analysis.
                         ctx.results.remove(&job.job_id).await;
@@ -385,7 +422,7 @@ async fn extract_job(ctx: &WorkerContext, mut lease: Lease) {
             confirm(ctx, &job, &targets, &notes, &status, last).await;
             if e.is_permanent() {
                 ctx.results.remove(&job.job_id).await;
-                settle(Some(&payload.file), status).await;
+                settle(Some(&file), status).await;
             } else if let Err(e) = status {
                 tracing::warn!(error = %e, "could not record the failure");
             }

@@ -44,3 +44,63 @@ async fn a_worker_process_on_a_remote_broker_runs_jobs_in_priority_order() {
     assert_eq!(order, ["urgent", "high", "normal", "low"]);
     s.stop().await;
 }
+
+/// Anyone who can produce to the queue writes extraction payloads: a job
+/// naming a file outside the uploads directory (an absolute path, `..`,
+/// a bare name that is not an upload's) fails for good, and the file is
+/// neither read nor deleted. A well-formed name still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_produced_job_cannot_read_or_delete_files_outside_the_uploads() {
+    use docproc_server::queue::{self, NewJob};
+    let (_broker_dir, broker, s) = common::on_remote_broker(|_| {}).await;
+    let secret = s.dir.path().join("secret.csv");
+    std::fs::write(&secret, "password,hunter2\n").unwrap();
+    let uploads = s.dir.path().join("uploads");
+    let q = queue::open(&broker.url).await.unwrap();
+    let hostile = [
+        secret.to_string_lossy().into_owned(),
+        format!("{}/../secret.csv", uploads.display()),
+        "../secret.csv".to_string(),
+        format!("{}/../{:032x}.upload", uploads.display(), 7),
+    ];
+    let mut ids = Vec::new();
+    for file in &hostile {
+        let payload = serde_json::json!({ "file": file, "format": "csv", "title": "x" });
+        ids.push(
+            q.publish_one(NewJob::new("excel_processing", payload))
+                .await
+                .unwrap()
+                .0,
+        );
+    }
+    // A real upload, produced the same way by name.
+    let name = format!("{:032x}.upload", 42);
+    std::fs::write(uploads.join(&name), "a,b\n1,2\n").unwrap();
+    let good = q
+        .publish_one(NewJob::new(
+            "excel_processing",
+            serde_json::json!({ "file": name, "format": "csv", "title": "ok" }),
+        ))
+        .await
+        .unwrap()
+        .0;
+    let _worker = common::excel_worker_process(&broker.url, s.dir.path());
+    for (id, file) in ids.iter().zip(&hostile) {
+        let st = s.wait(id, "failed", 60).await;
+        assert!(
+            st["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("not an upload of this server"),
+            "{file}: {st}"
+        );
+        assert_eq!(st["attempts"], 1, "{file}: failed for good at once");
+    }
+    assert_eq!(
+        std::fs::read_to_string(&secret).unwrap(),
+        "password,hunter2\n"
+    );
+    s.wait(&good, "completed", 60).await;
+    let r = s.get(&format!("/api/job/{good}/result")).await.json();
+    assert_eq!(r["sheets"][0]["cells"][1], serde_json::json!([1, 2]));
+}

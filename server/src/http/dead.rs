@@ -127,7 +127,11 @@ pub(super) async fn retry(
     let Path(id) = id?;
     let r = dead(&st, &caller, &id).await?;
     if let Ok(p) = serde_json::from_value::<ExtractPayload>(r.job.payload.clone()) {
-        if !tokio::fs::try_exists(&p.file).await.unwrap_or(false) {
+        let kept = match p.upload(&st.config.uploads_dir()) {
+            Some(file) => tokio::fs::try_exists(file).await.unwrap_or(false),
+            None => false,
+        };
+        if !kept {
             return Err(ApiError::new(
                 StatusCode::GONE,
                 "upload_gone",
@@ -179,8 +183,8 @@ pub(super) async fn remove(
     let Path(id) = id?;
     let r = dead(&st, &caller, &id).await?;
     if let Ok(p) = serde_json::from_value::<ExtractPayload>(r.job.payload.clone()) {
-        if p.file.starts_with(st.config.uploads_dir()) {
-            let _ = tokio::fs::remove_file(&p.file).await;
+        if let Some(file) = p.upload(&st.config.uploads_dir()) {
+            let _ = tokio::fs::remove_file(file).await;
         }
     }
     st.results.remove(&r.job.job_id).await;

@@ -280,8 +280,8 @@ pub(super) async fn cancel(
                     .await;
             }
             if let Ok(p) = serde_json::from_value::<ExtractPayload>(record.job.payload) {
-                if p.file.starts_with(st.config.uploads_dir()) {
-                    let _ = tokio::fs::remove_file(&p.file).await;
+                if let Some(file) = p.upload(&st.config.uploads_dir()) {
+                    let _ = tokio::fs::remove_file(file).await;
                 }
             }
             ("cancelled", "the job was cancelled before it started")

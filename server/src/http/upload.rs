@@ -282,7 +282,13 @@ pub(super) async fn upload(
         job_types::EXCEL
     };
     let payload = ExtractPayload {
-        file: spool.path.clone(),
+        // Only the name: workers resolve it under their own uploads
+        // directory (and take nothing else).
+        file: spool
+            .path
+            .file_name()
+            .map(PathBuf::from)
+            .unwrap_or_default(),
         format,
         title,
         analyze,
