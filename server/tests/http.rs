@@ -585,3 +585,49 @@ async fn uploads_and_results_are_the_owners_only() {
     }
     s.stop().await;
 }
+
+/// The extractor parses untrusted files: it gets none of the server's
+/// environment (where the webhook secret, the LLM key and the SMTP and
+/// queue passwords live) but what a process needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_extractor_gets_an_allowlisted_environment() {
+    let tools = tempfile::tempdir().unwrap();
+    let dump = tools.path().join("child-env");
+    let extractor = common::script(
+        tools.path(),
+        &format!(
+            "env > {}\nexec {} \"$@\"",
+            dump.display(),
+            env!("CARGO_BIN_EXE_docproc")
+        ),
+    );
+    // Set by cargo for every test process, so the server has them.
+    assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
+    let s = TestServer::start(move |c| c.extractor = Some(extractor)).await;
+    let id = s.submit("t.csv", b"a,b\n1,2\n", &[]).await;
+    s.wait(&id, "completed", 60).await;
+    let env = std::fs::read_to_string(&dump).unwrap();
+    let names: Vec<&str> = env
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+        .collect();
+    assert!(names.contains(&"PATH"), "{names:?}");
+    for name in &names {
+        assert!(
+            [
+                "PATH",
+                "LANG",
+                "TZ",
+                "TMPDIR",
+                "RUST_BACKTRACE",
+                "PWD",
+                "SHLVL",
+                "_"
+            ]
+            .contains(name)
+                || name.starts_with("LC_"),
+            "the extractor got {name}"
+        );
+    }
+    s.stop().await;
+}

@@ -27,6 +27,10 @@ pub const EXIT_IO: i32 = 4;
 /// Exit code of `docproc` given arguments it does not understand (BSD's
 /// `EX_USAGE`): the extractor was run wrongly, not the file's fault.
 pub const EXIT_USAGE: i32 = 64;
+/// The environment variables a child keeps (and any `LC_*`).
+const CHILD_ENV: &[&str] = &["PATH", "LANG", "TZ", "TMPDIR"];
+/// Longest progress line read from a child; longer ones are skipped.
+const MAX_PROGRESS_LINE: u64 = 4096;
 /// Largest `summary.json` read back from a child.
 const MAX_SUMMARY: u64 = 64 * 1024;
 /// Most stderr kept from a child.
@@ -123,6 +127,14 @@ impl Sandbox {
             .arg(joined("--output-dir=", out_dir.as_os_str()))
             .arg(joined("--title=", std::ffi::OsStr::new(title)))
             .arg(joined("--limits=", std::ffi::OsStr::new(&limits)))
+            // The parser of untrusted files gets none of the server's
+            // secrets (webhook secret, LLM key, SMTP and queue passwords
+            // live in its environment): only what a process needs.
+            .env_clear()
+            .envs(std::env::vars_os().filter(|(k, _)| {
+                k.to_str()
+                    .is_some_and(|k| CHILD_ENV.contains(&k) || k.starts_with("LC_"))
+            }))
             .env("RUST_BACKTRACE", "0")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -132,9 +144,26 @@ impl Sandbox {
         let stdout = child.stdout.take();
         let read_progress = async move {
             let Some(out) = stdout else { return };
-            let mut lines = BufReader::new(out).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+            let mut reader = BufReader::new(out);
+            let mut line = Vec::with_capacity(256);
+            // A line is read up to MAX_PROGRESS_LINE bytes; a longer one is
+            // skipped to its end, never held whole.
+            let mut skipping = false;
+            loop {
+                line.clear();
+                let n = (&mut reader)
+                    .take(MAX_PROGRESS_LINE)
+                    .read_until(b'\n', &mut line)
+                    .await;
+                if !matches!(n, Ok(n) if n > 0) {
+                    break;
+                }
+                let ended = line.last() == Some(&b'\n');
+                if skipping || !ended && line.len() as u64 >= MAX_PROGRESS_LINE {
+                    skipping = !ended;
+                    continue;
+                }
+                if let Ok(v) = serde_json::from_slice::<Value>(&line) {
                     progress.send_replace(Some(v));
                 }
             }
