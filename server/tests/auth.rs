@@ -451,3 +451,137 @@ async fn write_keys_see_only_their_own_jobs() {
         (Some("not_found"), Some(job_a.as_str()))
     );
 }
+
+/// The status line of one raw HTTP/1.1 request with exactly `head`'s
+/// headers (a `Host` of the test's choosing).
+async fn raw_status(addr: std::net::SocketAddr, head: &str) -> u16 {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("{head}Connection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw).await;
+    String::from_utf8_lossy(&raw)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Without keys the server trusts loopback, and a web page in the user's
+/// browser can reach loopback too: a rebound name, a cross-site change
+/// and a cross-site WebSocket are refused; the server's own pages and
+/// plain clients work. Sign-in refuses other sites with keys too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyless_mode_answers_only_loopback_names_and_its_own_origin() {
+    let s = TestServer::start(|_| {}).await;
+    let addr = s.addr;
+    let port = addr.port();
+    // DNS rebinding: the page's own name arrives in Host.
+    assert_eq!(
+        raw_status(addr, "GET /api/jobs HTTP/1.1\r\nHost: evil.example\r\n").await,
+        403
+    );
+    assert_eq!(
+        raw_status(
+            addr,
+            &format!("GET /api/jobs HTTP/1.1\r\nHost: evil.example:{port}\r\n")
+        )
+        .await,
+        403
+    );
+    for host in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        assert_eq!(
+            raw_status(addr, &format!("GET /api/jobs HTTP/1.1\r\nHost: {host}\r\n")).await,
+            200,
+            "{host}"
+        );
+    }
+    let r = request_with(addr, "GET", "/api/jobs", &[], None).await;
+    assert_eq!(r.status, 200);
+
+    // A cross-site form post or fetch: refused; from the server's own page: accepted.
+    let (ct, body) = common::multipart("a.csv", b"a,b\n1,2\n", &[]);
+    let r = request_with(
+        addr,
+        "POST",
+        "/api/upload-async",
+        &[("Origin", "http://evil.example")],
+        Some((&ct, body.clone())),
+    )
+    .await;
+    r.assert_error(403, "cross_origin");
+    let r = request_with(
+        addr,
+        "DELETE",
+        "/api/job/1",
+        &[("Sec-Fetch-Site", "cross-site")],
+        None,
+    )
+    .await;
+    r.assert_error(403, "cross_origin");
+    let own = format!("http://127.0.0.1:{port}");
+    let r = request_with(
+        addr,
+        "POST",
+        "/api/upload-async",
+        &[("Origin", &own), ("Sec-Fetch-Site", "same-origin")],
+        Some((&ct, body)),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+
+    // A cross-site WebSocket (which could subscribe to all=true).
+    let mut req = format!("ws://{addr}/api/ws?all=true")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("Origin", "http://evil.example".parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 403),
+        other => panic!(
+            "a cross-site WebSocket was not refused: {:?}",
+            other.map(|_| ())
+        ),
+    }
+    s.stop().await;
+
+    // Login CSRF, with keys.
+    let k = keyed(|_| {}).await;
+    let form = Some((
+        "application/x-www-form-urlencoded",
+        format!("key={}", k.read).into_bytes(),
+    ));
+    let r = request_with(
+        k.s.addr,
+        "POST",
+        "/ui/login",
+        &[("Origin", "http://evil.example")],
+        form.clone(),
+    )
+    .await;
+    r.assert_error(403, "cross_origin");
+    let r = request_with(
+        k.s.addr,
+        "POST",
+        "/ui/login",
+        &[("Sec-Fetch-Site", "cross-site")],
+        form.clone(),
+    )
+    .await;
+    r.assert_error(403, "cross_origin");
+    let r = request_with(
+        k.s.addr,
+        "POST",
+        "/ui/login",
+        &[("Sec-Fetch-Site", "same-origin")],
+        form,
+    )
+    .await;
+    assert_eq!(r.status, 303);
+    k.s.stop().await;
+}

@@ -138,6 +138,62 @@ fn authenticate(keys: &Keys, req: &Request) -> Result<Option<ApiKey>, ApiError> 
     }
 }
 
+/// Requests another web site makes a browser send. Without keys the server
+/// trusts loopback, and a page in the user's browser can reach loopback
+/// too: only requests addressed to a loopback name are answered (a page
+/// of another site that rebinds its name to 127.0.0.1 still sends its own
+/// name), and a change or a WebSocket from another origin is refused. The
+/// dashboard's sign-in refuses other sites in every mode (login CSRF).
+fn cross_site(st: &AppState, req: &Request) -> Result<(), ApiError> {
+    let headers = req.headers();
+    let from_elsewhere = || {
+        let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+        let foreign_site = site.is_some_and(|s| !matches!(s, "same-origin" | "none"));
+        let foreign_origin = headers.contains_key(header::ORIGIN) && !same_origin(headers);
+        foreign_site || foreign_origin
+    };
+    if req.method() == Method::POST && req.uri().path() == "/ui/login" && from_elsewhere() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross_origin",
+            "sign in from this server's own page",
+        ));
+    }
+    if !st.config.keys.is_empty() || st.config.insecure {
+        return Ok(());
+    }
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    if !host.is_some_and(loopback_host) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "host_not_allowed",
+            "without API keys this server answers only requests addressed to localhost, \
+             127.0.0.1 or [::1]; configure keys to serve other names",
+        ));
+    }
+    let changing = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if (changing || headers.contains_key(header::UPGRADE)) && from_elsewhere() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross_origin",
+            "without API keys, changes and WebSockets are accepted only from this server's own pages",
+        ));
+    }
+    Ok(())
+}
+
+/// `localhost`, `127.x.y.z` or `[::1]`, with or without a port.
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map_or(v6, |(a, _)| a),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn same_origin(headers: &HeaderMap) -> bool {
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
@@ -241,6 +297,10 @@ pub async fn guard(State(st): State<AppState>, mut req: Request, next: Next) -> 
             )
             .into_response();
         }
+        if let Err(e) = cross_site(&st, &req) {
+            tracing::info!(code = e.code, "refused: {}", e.message);
+            return e.into_response();
+        }
         let caller = if public(req.uri().path()) {
             Caller { key: None }
         } else {
@@ -343,5 +403,30 @@ mod tests {
         );
         assert_eq!(cookie(&h, KEY_COOKIE), Some("dp_k"));
         assert_eq!(cookie(&h, "z"), None);
+    }
+
+    #[test]
+    fn loopback_names_with_and_without_ports() {
+        for ok in [
+            "localhost",
+            "LOCALHOST:8080",
+            "127.0.0.1",
+            "127.0.0.1:80",
+            "127.1.2.3:9",
+            "[::1]",
+            "[::1]:8080",
+        ] {
+            assert!(super::loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "example.com",
+            "evil.localhost.example",
+            "10.0.0.1:80",
+            "[::2]",
+            "",
+            "127.0.0.1.nip.io",
+        ] {
+            assert!(!super::loopback_host(bad), "{bad}");
+        }
     }
 }
