@@ -205,3 +205,21 @@ async fn databases_from_before_the_index_are_indexed_at_open() {
     h.reopen(|_| {});
     assert_eq!(ids(&h.broker.list(&req(&[], &[])).unwrap()), vec![id]);
 }
+
+/// A client names the queues: repeats count once (thousands of one name
+/// list like one), and more than 32 distinct names are refused.
+#[tokio::test]
+async fn list_filters_are_deduplicated_and_bounded() {
+    let h = Harness::new();
+    let all = fixture(&h).await;
+    let many_x = vec!["x"; 5000];
+    let r = h.broker.list(&req(&many_x, &[])).unwrap();
+    let once = h.broker.list(&req(&["x"], &[])).unwrap();
+    assert_eq!(ids(&r), ids(&once));
+    assert!(ids(&r).contains(&all[4]) && ids(&r).contains(&all[1]));
+    let names: Vec<String> = (0..33).map(|i| format!("q{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let err = h.broker.list(&req(&names, &[])).unwrap_err();
+    assert!(err.to_string().contains("at most 32"), "{err}");
+    assert!(h.broker.list(&req(&names[..32], &[])).is_ok());
+}

@@ -631,3 +631,28 @@ async fn the_extractor_gets_an_allowlisted_environment() {
     }
     s.stop().await;
 }
+
+/// `job_type` and `status` filters: repeats count once, more than 32
+/// distinct values is a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_filters_are_deduplicated_and_bounded() {
+    let s = TestServer::start(|_| {}).await;
+    let id = s.submit("t.csv", b"a,b\n1,2\n", &[]).await;
+    s.wait(&id, "completed", 60).await;
+    let many = vec!["excel_processing"; 2000].join(",");
+    let r = s.get(&format!("/api/jobs?job_type={many}")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["jobs"][0]["job_id"], id.as_str());
+    let distinct: Vec<String> = (0..33).map(|i| format!("t{i}")).collect();
+    s.get(&format!("/api/jobs?job_type={}", distinct.join(",")))
+        .await
+        .assert_error(400, "invalid_argument");
+    s.get(&format!("/api/dead?job_type={}", distinct.join(",")))
+        .await
+        .assert_error(400, "invalid_argument");
+    let r = s
+        .get(&format!("/api/jobs?job_type={}", distinct[..32].join(",")))
+        .await;
+    assert_eq!(r.status, 200);
+    s.stop().await;
+}

@@ -13,6 +13,8 @@ use crate::store::Cf;
 pub const DEFAULT_LIST_LIMIT: usize = 100;
 /// Largest page.
 pub const MAX_LIST_LIMIT: usize = 1000;
+/// Most distinct queues one list may name.
+const MAX_LIST_QUEUES: usize = 32;
 
 const ALL_STATES: [S; 7] = [
     S::Queued,
@@ -36,6 +38,16 @@ impl Broker {
         };
         for q in &req.queues {
             keys::validate_queue(q)?;
+        }
+        // A client names the queues: repeats count once, and a list scans
+        // at most MAX_LIST_QUEUES of them.
+        let names: std::collections::HashSet<&str> =
+            req.queues.iter().map(String::as_str).collect();
+        if names.len() > MAX_LIST_QUEUES {
+            return Err(Error::InvalidArgument(format!(
+                "a list names at most {MAX_LIST_QUEUES} queues, not {}",
+                names.len()
+            )));
         }
         let states = if req.states.is_empty() {
             ALL_STATES.to_vec()
@@ -64,7 +76,7 @@ impl Broker {
         }
         let in_range = |k: (u64, u64)| k >= lower && k < upper;
         let want = limit + 1;
-        let named = |q: &str| req.queues.is_empty() || req.queues.iter().any(|n| n == q);
+        let named = |q: &str| names.is_empty() || names.contains(q);
 
         let mut hits = Vec::new();
         let queues: Vec<String> = {
@@ -78,10 +90,12 @@ impl Broker {
                     }
                 }
             }
-            if req.queues.is_empty() {
+            if names.is_empty() {
                 st.queues.keys().cloned().collect()
             } else {
-                req.queues.clone()
+                // Each named queue once: a repeated name scanned again
+                // would crowd the page with copies of the same messages.
+                names.iter().map(|q| q.to_string()).collect()
             }
         };
         keep_newest(&mut hits, want);

@@ -60,7 +60,7 @@ pub(super) async fn list(
     let page = st
         .queue
         .list(&ListQuery {
-            job_types: super::split(p.job_type.as_deref()),
+            job_types: super::split(p.job_type.as_deref(), "job_type")?,
             statuses: vec![JobStatus::Failed],
             cursor: p.cursor,
             limit: p.limit,

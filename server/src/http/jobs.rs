@@ -320,15 +320,32 @@ pub(crate) fn check_limit(limit: Option<u32>) -> Result<(), ApiError> {
 }
 
 /// The items of a comma-separated parameter, trimmed, empty ones dropped.
-pub(crate) fn split(s: Option<&str>) -> Vec<String> {
-    s.map(|s| {
-        s.split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .map(str::to_string)
-            .collect()
-    })
-    .unwrap_or_default()
+/// Most distinct values a comma-separated filter may have.
+pub(crate) const MAX_FILTER_VALUES: usize = 32;
+
+/// A comma-separated filter: trimmed, empty parts dropped, repeats
+/// counted once; more than [`MAX_FILTER_VALUES`] distinct values is a
+/// 400 (a list must cost what it returns, not what a client asks).
+pub(crate) fn split(s: Option<&str>, what: &str) -> Result<Vec<String>, ApiError> {
+    let out = split_names(s);
+    if out.len() > MAX_FILTER_VALUES {
+        return Err(ApiError::bad_request(format!(
+            "{what} takes at most {MAX_FILTER_VALUES} distinct values, not {}",
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
+/// Comma-separated names: trimmed, empty parts dropped, repeats once.
+pub(crate) fn split_names(s: Option<&str>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    s.unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty() && seen.insert(*p))
+        .map(str::to_string)
+        .collect()
 }
 
 /// Jobs, newest first, filtered.
@@ -341,12 +358,12 @@ pub(super) async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let Query(p) = params?;
     check_limit(p.limit)?;
-    let statuses = split(p.status.as_deref())
+    let statuses = split(p.status.as_deref(), "status")?
         .iter()
         .map(|s| s.parse::<JobStatus>())
         .collect::<Result<Vec<_>, _>>()?;
     let q = ListQuery {
-        job_types: split(p.job_type.as_deref()),
+        job_types: split(p.job_type.as_deref(), "job_type")?,
         statuses,
         created_from_ms: p.created_after,
         created_to_ms: p.created_before,

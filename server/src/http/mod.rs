@@ -9,7 +9,7 @@ mod openapi;
 pub mod tls;
 mod ui;
 
-pub(crate) use jobs::split;
+pub(crate) use jobs::{split, split_names};
 mod stats;
 mod upload;
 

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::hub::{record_event, status_frame, Hub, Push, Resume, Routed, Subscription};
-use crate::http::split;
+use crate::http::split_names;
 use crate::queue::{JobId, JobStatus, QueueError};
 
 /// WebSocket settings (part of [`NotifyConfig`](super::NotifyConfig)).
@@ -158,8 +158,8 @@ pub async fn handler(
     let initial = match query {
         Ok(Query(q)) if q.job_id.is_some() || q.correlation_id.is_some() || q.all == Some(true) => {
             Some(Ok(SubscribeArgs {
-                job_ids: split(q.job_id.as_deref()),
-                correlation_ids: split(q.correlation_id.as_deref()),
+                job_ids: split_names(q.job_id.as_deref()),
+                correlation_ids: split_names(q.correlation_id.as_deref()),
                 all: q.all.unwrap_or(false),
                 last_event_id: q.last_event_id,
                 ..SubscribeArgs::default()
