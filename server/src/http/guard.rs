@@ -74,8 +74,24 @@ fn bucket(caller: &Caller, req: &Request) -> String {
         req.extensions().get::<ConnectInfo<ClientAddr>>(),
     ) {
         (Some(k), _) => format!("key:{}", k.name),
-        (None, Some(ConnectInfo(ClientAddr(addr)))) => format!("addr:{}", addr.ip()),
+        (None, Some(ConnectInfo(ClientAddr(addr)))) => addr_bucket(addr.ip()),
         (None, None) => "anonymous".into(),
+    }
+}
+
+/// An address's bucket: an IPv4 address, or the /64 of an IPv6 one (one
+/// host is usually given a whole /64, so per-address buckets would give
+/// it 2^64 of them).
+fn addr_bucket(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => format!("addr:{v4}"),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("addr:{v4}"),
+            None => {
+                let s = v6.segments();
+                format!("addr:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
     }
 }
 
@@ -232,6 +248,9 @@ fn request_id(headers: &HeaderMap) -> String {
         })
 }
 
+/// Most rate-limit buckets kept.
+const MAX_BUCKETS: usize = 100_000;
+
 /// Token buckets per caller: `per_min` uploads a minute, bursts up to that.
 #[derive(Debug)]
 pub struct RateLimiter {
@@ -253,9 +272,19 @@ impl RateLimiter {
         let now = Instant::now();
         let rate = self.per_min / 60.0;
         let mut b = self.buckets.lock();
-        if b.len() > 100_000 {
+        if b.len() >= MAX_BUCKETS {
             // Full buckets carry no state worth keeping.
             b.retain(|_, (tokens, at)| *tokens + at.elapsed().as_secs_f64() * rate < self.per_min);
+            if b.len() >= MAX_BUCKETS {
+                // Still full (many callers, all busy): the older half goes,
+                // so memory stays bounded and the scan is paid once per
+                // MAX_BUCKETS / 2 new callers.
+                let mut ages: Vec<Instant> = b.values().map(|(_, at)| *at).collect();
+                let mid = ages.len() / 2;
+                let (_, cut, _) = ages.select_nth_unstable(mid);
+                let cut = *cut;
+                b.retain(|_, (_, at)| *at > cut);
+            }
         }
         let (tokens, at) = b.entry(bucket.to_string()).or_insert((self.per_min, now));
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(self.per_min);
@@ -428,5 +457,26 @@ mod tests {
         ] {
             assert!(!super::loopback_host(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn ipv6_callers_share_their_64_and_buckets_stay_bounded() {
+        let a: std::net::IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: std::net::IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
+        let c: std::net::IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(super::addr_bucket(a), super::addr_bucket(b));
+        assert_ne!(super::addr_bucket(a), super::addr_bucket(c));
+        let mapped: std::net::IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(super::addr_bucket(mapped), "addr:192.0.2.1");
+        // One upload a minute: every caller's bucket is left empty, so
+        // none can be pruned as full; the table still stays bounded.
+        let limiter = super::RateLimiter::new(1);
+        for i in 0..(2 * super::MAX_BUCKETS + 10) {
+            assert!(limiter.take(&format!("addr:{i}")).is_ok());
+            assert!(limiter.buckets.lock().len() <= super::MAX_BUCKETS);
+        }
+        // A caller that is still limited stays limited after a prune it survived.
+        let last = format!("addr:{}", 2 * super::MAX_BUCKETS + 9);
+        assert!(limiter.take(&last).is_err());
     }
 }
