@@ -302,6 +302,16 @@ async fn uploads_are_rate_limited_per_key() {
     third.assert_error(429, "rate_limited");
     let after: u64 = third.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=31).contains(&after), "Retry-After {after}");
+    // A dead-job retry makes work too: it spends the same allowance.
+    request_with(
+        s.addr,
+        "POST",
+        "/api/dead/1/retry",
+        &[("Authorization", &bearer(&a))],
+        None,
+    )
+    .await
+    .assert_error(429, "rate_limited");
     // Another key has its own allowance; reads are not limited.
     assert_eq!(up(&b).await.status, 202);
     let list = request_with(

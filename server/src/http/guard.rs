@@ -346,7 +346,9 @@ pub async fn guard(State(st): State<AppState>, mut req: Request, next: Next) -> 
                 }
             }
         };
-        if method == Method::POST && route == "/api/upload-async" {
+        // A dead-job retry makes a job as an upload does: the same budget.
+        let makes_work = route == "/api/upload-async" || route == "/api/dead/{id}/retry";
+        if method == Method::POST && makes_work {
             if *st.closing.borrow() {
                 return ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
