@@ -56,7 +56,10 @@ pub fn detect(path: &Path) -> std::io::Result<Option<Format>> {
         .take(HEAD as u64)
         .read_to_end(&mut head)?;
     Ok(match sniff(&head) {
-        Some(Sniffed::Zip) => zip_format(path),
+        Some(Sniffed::Zip) => {
+            check_directory(path)?;
+            zip_format(path)
+        }
         Some(Sniffed::Format(f)) => Some(f),
         None => None,
     })
@@ -107,6 +110,80 @@ fn looks_like_csv(head: &[u8]) -> bool {
     text.lines()
         .take(5)
         .any(|l| l.contains(',') || l.contains(';') || l.contains('\t'))
+}
+
+/// The largest central directory detection reads, in bytes.
+const MAX_DIRECTORY_BYTES: u64 = 16 << 20;
+
+/// Refuses (`InvalidData`) a zip whose end record declares more entries
+/// than extraction reads or a central directory over
+/// [`MAX_DIRECTORY_BYTES`], before any of it is read: opening the
+/// archive reads its whole directory, in the server's own process.
+fn check_directory(path: &Path) -> std::io::Result<()> {
+    let max = super::Limits::default().max_zip_entries as u64;
+    match zip_directory(path)? {
+        Some((entries, _)) if entries > max => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("the file has {entries} zip entries; at most {max} are read"),
+        )),
+        Some((_, bytes)) if bytes > MAX_DIRECTORY_BYTES => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "the file's zip directory is {bytes} bytes; at most {MAX_DIRECTORY_BYTES} are read"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The entry count and central directory size a zip's end record
+/// declares (zip64 when the classic record says so); `None` when there
+/// is no end record (a damaged file, left to the zip reader to refuse).
+fn zip_directory(path: &Path) -> std::io::Result<Option<(u64, u64)>> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    // The end record (22 bytes) ends the file, after a comment of at most 64 KiB.
+    let tail_len = len.min(22 + 0xFFFF);
+    f.seek(SeekFrom::Start(len - tail_len))?;
+    let mut tail = vec![0u8; tail_len as usize];
+    f.read_exact(&mut tail)?;
+    let Some(at) = (0..tail.len().saturating_sub(21))
+        .rev()
+        .find(|&i| tail[i..i + 4] == *b"PK\x05\x06")
+    else {
+        return Ok(None);
+    };
+    let le16 = |b: &[u8]| u64::from(u16::from_le_bytes([b[0], b[1]]));
+    let le32 = |b: &[u8]| u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let le64 = |b: &[u8]| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[..8]);
+        u64::from_le_bytes(a)
+    };
+    let end = &tail[at..];
+    let (entries, size) = (le16(&end[10..]), le32(&end[12..]));
+    if entries != 0xFFFF && size != 0xFFFF_FFFF {
+        return Ok(Some((entries, size)));
+    }
+    // Zip64: a locator 20 bytes before the end record points at the zip64 end record.
+    let Some(loc) = at.checked_sub(20).map(|l| &tail[l..at]) else {
+        return Ok(Some((entries, size)));
+    };
+    if loc[..4] != *b"PK\x06\x07" {
+        return Ok(Some((entries, size)));
+    }
+    let offset = le64(&loc[8..]);
+    if offset.saturating_add(56) > len {
+        return Ok(None);
+    }
+    f.seek(SeekFrom::Start(offset))?;
+    let mut rec = [0u8; 56];
+    f.read_exact(&mut rec)?;
+    if rec[..4] != *b"PK\x06\x06" {
+        return Ok(None);
+    }
+    Ok(Some((le64(&rec[32..]), le64(&rec[40..]))))
 }
 
 /// Office documents are zip files told apart by their entries.
@@ -170,5 +247,28 @@ mod tests {
         assert_eq!(sniffed(&[0xff, 0xfe, b',', 0]), None);
         // A cut multi-byte character at the end of the sample is still text.
         assert_eq!(sniffed(&"a,é".as_bytes()[..4]), Some(Format::Csv));
+    }
+
+    #[test]
+    fn a_zip_declaring_too_many_entries_is_refused_before_it_is_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        // A local header, then an end record claiming 60,000 entries.
+        let mut bytes = b"PK\x03\x04".to_vec();
+        bytes.extend_from_slice(&[0u8; 26]);
+        bytes.extend_from_slice(b"PK\x05\x06\0\0\0\0");
+        bytes.extend_from_slice(&60_000u16.to_le_bytes());
+        bytes.extend_from_slice(&60_000u16.to_le_bytes());
+        bytes.extend_from_slice(&(60_000u32 * 46).to_le_bytes());
+        bytes.extend_from_slice(&30u32.to_le_bytes());
+        bytes.extend_from_slice(&0u16.to_le_bytes());
+        let path = dir.path().join("many.zip");
+        std::fs::write(&path, &bytes).unwrap();
+        let err = super::detect(&path).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("60000 zip entries"), "{err}");
+        assert_eq!(
+            super::zip_directory(&path).unwrap(),
+            Some((60_000, 60_000 * 46))
+        );
     }
 }

@@ -268,7 +268,13 @@ pub(super) async fn upload(
     let format = tokio::task::spawn_blocking(move || detect(&path))
         .await
         .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?
+        .map_err(|e| match e.kind() {
+            // A container over the limits detection reads.
+            std::io::ErrorKind::InvalidData => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_many_entries", e.to_string())
+            }
+            _ => ApiError::internal(e),
+        })?
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
