@@ -656,3 +656,23 @@ async fn list_filters_are_deduplicated_and_bounded() {
     assert_eq!(r.status, 200);
     s.stop().await;
 }
+
+/// A zip whose end record declares more entries than extraction reads is
+/// refused at upload, before the server opens its directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zip_declaring_too_many_entries_is_refused_at_upload() {
+    let s = TestServer::start(|_| {}).await;
+    let mut bytes = b"PK\x03\x04".to_vec();
+    bytes.extend_from_slice(&[0u8; 26]);
+    bytes.extend_from_slice(b"PK\x05\x06\0\0\0\0");
+    bytes.extend_from_slice(&60_000u16.to_le_bytes());
+    bytes.extend_from_slice(&60_000u16.to_le_bytes());
+    bytes.extend_from_slice(&(60_000u32 * 46).to_le_bytes());
+    bytes.extend_from_slice(&30u32.to_le_bytes());
+    bytes.extend_from_slice(&0u16.to_le_bytes());
+    s.upload("many.xlsx", &bytes, &[])
+        .await
+        .assert_error(413, "too_many_entries");
+    assert!(s.uploads().is_empty(), "the refused upload is not kept");
+    s.stop().await;
+}
