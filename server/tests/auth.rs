@@ -566,32 +566,16 @@ async fn keyless_mode_answers_only_loopback_names_and_its_own_origin() {
         "application/x-www-form-urlencoded",
         format!("key={}", k.read).into_bytes(),
     ));
-    let r = request_with(
-        k.s.addr,
-        "POST",
-        "/ui/login",
-        &[("Origin", "http://evil.example")],
-        form.clone(),
-    )
-    .await;
-    r.assert_error(403, "cross_origin");
-    let r = request_with(
-        k.s.addr,
-        "POST",
-        "/ui/login",
-        &[("Sec-Fetch-Site", "cross-site")],
-        form.clone(),
-    )
-    .await;
-    r.assert_error(403, "cross_origin");
-    let r = request_with(
-        k.s.addr,
-        "POST",
-        "/ui/login",
-        &[("Sec-Fetch-Site", "same-origin")],
-        form,
-    )
-    .await;
-    assert_eq!(r.status, 303);
+    let login = |header: (&'static str, &'static str)| {
+        let (addr, form) = (k.s.addr, form.clone());
+        async move { request_with(addr, "POST", "/ui/login", &[header], form).await }
+    };
+    login(("Origin", "http://evil.example"))
+        .await
+        .assert_error(403, "cross_origin");
+    login(("Sec-Fetch-Site", "cross-site"))
+        .await
+        .assert_error(403, "cross_origin");
+    assert_eq!(login(("Sec-Fetch-Site", "same-origin")).await.status, 303);
     k.s.stop().await;
 }

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -48,33 +47,17 @@ async fn uploads_and_results_are_fsynced_before_they_are_acknowledged() -> anyho
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     let log = dir.path().join("trace.log");
-    let mut child = Command::new(strace)
+    let mut command = Command::new(strace);
+    command
         .args(["-f", "-yy", "-s", "48", "-e"])
         .arg("trace=fsync,fdatasync,rename,renameat,renameat2,write,writev,sendto,sendmsg")
         .arg("-o")
         .arg(&log)
         .arg(env!("CARGO_BIN_EXE_docproc"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()?;
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(pos) = line.find("listen=") {
-                let addr = line[pos + 7..]
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or("")
-                    .to_string();
-                let _ = tx.send(addr);
-            }
-        }
-    });
-    let addr: std::net::SocketAddr = rx.recv_timeout(Duration::from_secs(120))?.parse()?;
+        .arg(&data);
+    let (mut child, addr) = common::announced(command);
+    let addr: std::net::SocketAddr = addr.parse()?;
     common::wait_started(addr, false).await;
 
     let (ct, body) = multipart("invoice.pdf", &pdf(&["Durable text"]), &[]);

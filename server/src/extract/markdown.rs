@@ -403,26 +403,12 @@ fn sheets(result: &Value) -> String {
             .collect();
         let origin = s["origin"]["column"].as_u64().unwrap_or(0) as usize;
         let blank = |r: &Value| r.as_array().is_none_or(|c| c.iter().all(Value::is_null));
-        let mut i = 0;
-        let mut any = false;
-        while i < rows.len() {
-            if blank(&rows[i]) {
-                i += 1;
-                continue;
-            }
-            let start = i;
-            while i < rows.len() && !blank(&rows[i]) {
-                i += 1;
-            }
-            any = true;
-            block(
-                &mut out,
-                &rows[start..i],
-                numeric.get(&(start as u64)),
-                origin,
-            );
+        let blocks = super::sheet::row_blocks(rows, blank);
+        for range in &blocks {
+            let table = numeric.get(&(range.start as u64));
+            block(&mut out, &rows[range.clone()], table, origin);
         }
-        if !any {
+        if blocks.is_empty() {
             out.push_str("*(empty sheet)*\n\n");
         }
     }

@@ -259,8 +259,8 @@ fn kind(v: &Value) -> Option<&'static str> {
 }
 
 /// Blocks of rows between blank rows with a text header and data below.
-fn tables(rows: &[Vec<Value>]) -> Vec<Value> {
-    let blank = |r: &Vec<Value>| r.iter().all(Value::is_null);
+/// The runs of rows between blank rows, as index ranges.
+pub(crate) fn row_blocks<T>(rows: &[T], blank: impl Fn(&T) -> bool) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < rows.len() {
@@ -272,6 +272,15 @@ fn tables(rows: &[Vec<Value>]) -> Vec<Value> {
         while i < rows.len() && !blank(&rows[i]) {
             i += 1;
         }
+        out.push(start..i);
+    }
+    out
+}
+
+fn tables(rows: &[Vec<Value>]) -> Vec<Value> {
+    let mut out = Vec::new();
+    for range in row_blocks(rows, |r| r.iter().all(Value::is_null)) {
+        let (start, i) = (range.start, range.end);
         let (header, data) = (&rows[start], &rows[start + 1..i]);
         let header_ok = header.iter().all(|v| v.is_null() || v.is_string())
             && header.iter().filter(|v| v.is_string()).count() >= 1;

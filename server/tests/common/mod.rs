@@ -45,11 +45,19 @@ pub fn broker_process(dir: &std::path::Path, extra: &[&str]) -> BrokerProcess {
 /// Starts `docproc CMD --listen 127.0.0.1:0 --data-dir DIR EXTRA…` and
 /// waits for the address it logs.
 pub fn docproc_process(cmd: &str, dir: &std::path::Path, extra: &[&str]) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_docproc"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_docproc"));
+    command
         .args([cmd, "--listen", "127.0.0.1:0"])
         .args(extra)
         .arg("--data-dir")
-        .arg(dir)
+        .arg(dir);
+    announced(command)
+}
+
+/// Spawns `command` (a `docproc` listening on `127.0.0.1:0`, perhaps under
+/// a tracer) and waits for the address it logs.
+pub fn announced(mut command: Command) -> (Child, String) {
+    let mut child = command
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())

@@ -357,18 +357,23 @@ struct RawBlock {
 impl RawBlock {
     /// Adds a segment: to the line it shares a baseline with (its words
     /// merged left to right), else as a line of its own.
+    /// Segments must come by baseline: only the lines at the end, within
+    /// a baseline delta, are looked at.
     fn add(&mut self, seg: Segment) {
-        let line = self.segs.iter_mut().rev().find(|s| {
-            (s.base() - seg.base()).abs() < MAX_INTRA_LINE_DELTA * s.size().min(seg.size())
-                && !s.overprints(&seg)
-        });
-        match line {
-            Some(line) => {
+        let reach = MAX_INTRA_LINE_DELTA * seg.size();
+        for line in self.segs.iter_mut().rev() {
+            if seg.base() - line.base() >= reach {
+                break;
+            }
+            if (line.base() - seg.base()).abs() < MAX_INTRA_LINE_DELTA * line.size().min(seg.size())
+                && !line.overprints(&seg)
+            {
                 line.words.extend(seg.words);
                 line.words.sort_by(|x, y| x.p0.total_cmp(&y.p0));
+                return;
             }
-            None => self.segs.push(seg),
         }
+        self.segs.push(seg);
     }
 }
 
@@ -470,14 +475,17 @@ fn absorb(mut blocks: Vec<RawBlock>) -> Vec<RawBlock> {
             b.p1 = b.p1.max(a.p1);
             b.top = b.top.min(a.top);
             b.bottom = b.bottom.max(a.bottom);
-            for seg in a.segs {
-                b.add(seg);
-            }
-            b.segs.sort_by(|x, y| {
+            // Both blocks' segments again, by baseline, through `add`.
+            let mut segs = std::mem::take(&mut b.segs);
+            segs.extend(a.segs);
+            segs.sort_by(|x, y| {
                 x.base()
                     .total_cmp(&y.base())
                     .then(x.p0().total_cmp(&y.p0()))
             });
+            for seg in segs {
+                b.add(seg);
+            }
             merged = true;
         }
     }
