@@ -43,6 +43,12 @@ fn apply_linear(m: &Matrix, x: f64, y: f64) -> (f64, f64) {
     (x * m[0] + y * m[2], x * m[1] + y * m[3])
 }
 
+/// A letter of a right-to-left script (Hebrew, Arabic, Syriac, Thaana,
+/// their presentation forms).
+pub(crate) fn is_rtl(c: char) -> bool {
+    matches!(c as u32, 0x0590..=0x08FF | 0xFB1D..=0xFDFF | 0xFE70..=0xFEFF) && !c.is_numeric()
+}
+
 /// One character as shown on the page.
 #[derive(Debug, Clone)]
 pub(crate) struct Char {
@@ -616,7 +622,7 @@ impl<'a> Interpreter<'a> {
             // right to left); a glyph standing for several such letters (a
             // ligature) is laid out backwards too, so it reads forwards.
             let mut letters: Vec<char> = text.chars().collect();
-            if letters.len() > 1 && letters.iter().any(|&c| super::layout::is_rtl(c)) {
+            if letters.len() > 1 && letters.iter().any(|&c| is_rtl(c)) {
                 letters.reverse();
             }
             for (k, ch) in letters.into_iter().enumerate() {

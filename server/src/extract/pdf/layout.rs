@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use unicode_normalization::char::is_combining_mark;
 
-use super::content::Char;
+use super::content::{is_rtl, Char};
 
 /// A gap wider than this fraction of the font size starts a new word.
 const WORD_BREAK_SPACE: f64 = 0.1;
@@ -560,12 +560,6 @@ enum Class {
     R,
     Num,
     Other,
-}
-
-/// A letter of a right-to-left script (Hebrew, Arabic, Syriac, Thaana,
-/// their presentation forms).
-pub(crate) fn is_rtl(c: char) -> bool {
-    matches!(c as u32, 0x0590..=0x08FF | 0xFB1D..=0xFDFF | 0xFE70..=0xFEFF) && !c.is_numeric()
 }
 
 fn class(c: char) -> Class {
