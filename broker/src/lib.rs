@@ -10,6 +10,7 @@
 //! - `engine`: in-memory indexes and message state transitions; the public [`Broker`].
 //! - `service`: the tonic gRPC service and [`serve`].
 //! - [`auth`]: API keys and scopes, shared with the HTTP server.
+//! - [`conn`]: the connection cap and first-request deadline, shared too.
 //! - [`config`], [`clock`], [`error`].
 //!
 //! # Example
@@ -34,6 +35,7 @@
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod conn;
 mod engine;
 pub mod error;
 pub mod keys;

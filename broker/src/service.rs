@@ -15,6 +15,7 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{Keys, Scope};
+use crate::conn::{mark_seen, ConnLimits, Gate, Guarded};
 use crate::engine::{Broker, MAX_LEASE_BATCH};
 
 /// Deliveries leased per engine call on a consume stream.
@@ -426,25 +427,79 @@ async fn watch_loop(
     }
 }
 
-/// Accepted connections with Nagle's algorithm off: small responses (acks,
-/// produce answers) must not wait for the peer's delayed ACK.
-fn incoming(listener: TcpListener) -> impl Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+/// Accepted connections with Nagle's algorithm off (small responses, acks
+/// and produce answers, must not wait for the peer's delayed ACK), admitted
+/// at the gate: beyond its cap a connection is closed at once (the client
+/// sees `UNAVAILABLE` and retries).
+fn incoming(
+    listener: TcpListener,
+    gate: Arc<Gate>,
+) -> impl Stream<Item = std::io::Result<Guarded<tokio::net::TcpStream>>> {
     use futures::StreamExt;
-    TcpListenerStream::new(listener).map(|conn| {
-        let conn = conn?;
-        conn.set_nodelay(true)?;
-        Ok(conn)
+    TcpListenerStream::new(listener).filter_map(move |conn| {
+        let admitted = match conn {
+            Err(e) => Some(Err(e)),
+            Ok(conn) => {
+                let _ = conn.set_nodelay(true);
+                match gate.admit(conn) {
+                    Ok(g) => Some(Ok(g)),
+                    Err(refused) => {
+                        tracing::warn!(
+                            peer = ?refused.peer_addr().ok(),
+                            max = gate.limits().max_connections,
+                            "gRPC connection refused: too many open"
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        std::future::ready(admitted)
     })
 }
 
-/// How [`serve_with`] serves: API keys and TLS.
-#[derive(Debug, Clone, Default)]
+/// How [`serve_with`] serves: API keys, TLS, and the limits that keep
+/// silent, slow or greedy clients from holding the server.
+#[derive(Debug, Clone)]
 pub struct ServeOptions {
     /// Keys callers must present; empty: no authentication.
     pub keys: Keys,
     /// PEM certificate chain and private key; `None`: plaintext.
     pub tls: Option<(Vec<u8>, Vec<u8>)>,
+    /// Connections open at once, and the deadline of a new connection's
+    /// first call (the TLS handshake included).
+    pub limits: ConnLimits,
+    /// Calls in flight on one HTTP/2 connection (streams included).
+    pub max_streams: u32,
+    /// Connections older than this are asked to reconnect (GOAWAY), so
+    /// clients spread over new brokers; `None`: they may stay.
+    pub max_connection_age: Option<Duration>,
+    /// On shutdown, how long calls in flight may take to finish before
+    /// their connections are dropped.
+    pub drain: Duration,
 }
+
+impl Default for ServeOptions {
+    /// No keys, plaintext, [`ConnLimits::default`], 256 calls per
+    /// connection, no age limit, 10 s to drain.
+    fn default() -> Self {
+        Self {
+            keys: Keys::default(),
+            tls: None,
+            limits: ConnLimits::default(),
+            max_streams: 256,
+            max_connection_age: None,
+            drain: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Pings sent on a quiet HTTP/2 connection; a peer that does not answer
+/// one within [`KEEPALIVE_TIMEOUT`] is disconnected.
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(20);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Largest header block a call may send.
+const MAX_HEADER_LIST: u32 = 16 * 1024;
 
 /// Serves the broker, gRPC health and reflection on `listener` until
 /// `shutdown` resolves; then ends open streams (clients see `UNAVAILABLE` and
@@ -475,25 +530,56 @@ pub async fn serve_with(
         .map_err(|e| crate::Error::Unavailable(format!("reflection: {e}")))?;
     let service = BrokerService::new(broker).with_keys(options.keys);
     let drain = service.clone();
+    let (draining_tx, draining) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         shutdown.await;
         health
             .set_not_serving::<BrokerServer<BrokerService>>()
             .await;
         drain.drain();
+        let _ = draining_tx.send(());
     };
-    let mut builder = tonic::transport::Server::builder();
+    let mut builder = tonic::transport::Server::builder()
+        .max_concurrent_streams(options.max_streams)
+        .http2_keepalive_interval(Some(KEEPALIVE_EVERY))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .http2_max_header_list_size(MAX_HEADER_LIST);
+    if let Some(age) = options.max_connection_age {
+        builder = builder
+            .max_connection_age(age)
+            .max_connection_age_grace(options.drain);
+    }
     if let Some((cert, key)) = options.tls {
         let identity = tonic::transport::Identity::from_pem(cert, key);
         builder = builder
-            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .tls_config(
+                tonic::transport::ServerTlsConfig::new()
+                    .identity(identity)
+                    .timeout(options.limits.first_request),
+            )
             .map_err(|e| crate::Error::Unavailable(format!("TLS: {e}")))?;
     }
-    builder
+    let gate = Arc::new(Gate::new(options.limits));
+    let served = builder
+        .layer(tonic::service::InterceptorLayer::new(mark_seen))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(service.into_server())
-        .serve_with_incoming_shutdown(incoming(listener), shutdown)
-        .await
-        .map_err(|e| crate::Error::Unavailable(format!("gRPC server: {e}")))
+        .serve_with_incoming_shutdown(incoming(listener, gate), shutdown);
+    // tonic waits for every connection to close after the signal; a client
+    // that keeps a call open must not hold the shutdown past the drain.
+    let grace = options.drain;
+    let overdue = async move {
+        if draining.await.is_err() {
+            return std::future::pending().await;
+        }
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        r = served => r.map_err(|e| crate::Error::Unavailable(format!("gRPC server: {e}"))),
+        _ = overdue => {
+            tracing::warn!(?grace, "gRPC calls still open after the drain; closing them");
+            Ok(())
+        }
+    }
 }

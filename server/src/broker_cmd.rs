@@ -70,7 +70,11 @@ pub(crate) async fn run(args: BrokerArgs) -> anyhow::Result<()> {
             _ = fatal.wait_for(|f| f.is_some()) => tracing::error!("storage failed; shutting down"),
         }
     };
-    let options = ServeOptions { keys: bs.keys, tls };
+    let options = ServeOptions {
+        keys: bs.keys,
+        tls,
+        ..bs.serve
+    };
     let served = docproc_broker::serve_with(broker.clone(), listener, options, shutdown).await;
     stop_ops.send_replace(true);
     if let Some(ops) = ops {

@@ -115,6 +115,8 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
     /// Largest total size of a request's headers.
     pub max_header_bytes: usize,
+    /// Connection limits and timeouts of the HTTP listener.
+    pub http: crate::http::listen::HttpLimits,
     /// `docproc worker`: where to serve `/metrics`; `None`: nowhere.
     pub metrics_listen: Option<SocketAddr>,
 }
@@ -134,7 +136,10 @@ impl Default for ServeConfig {
     /// days, 25 s shutdown grace, [`Limits::default`], built-in summaries
     /// (no LLM endpoint), [`NotifyConfig::default`] (no mail), no API keys
     /// (loopback only), plaintext, 600 uploads a minute per key, 300 s
-    /// request timeout, 16 KiB of headers.
+    /// request timeout, 16 KiB of headers, [`HttpLimits::default`]
+    /// connections.
+    ///
+    /// [`HttpLimits::default`]: crate::http::listen::HttpLimits
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -157,6 +162,7 @@ impl Default for ServeConfig {
             upload_rate_per_min: 600,
             request_timeout: Duration::from_secs(300),
             max_header_bytes: 16 * 1024,
+            http: Default::default(),
             metrics_listen: None,
         }
     }

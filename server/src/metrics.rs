@@ -129,6 +129,8 @@ pub struct Snapshot {
     pub fsync: Option<Histogram>,
     /// Open WebSocket connections.
     pub websockets: Option<u64>,
+    /// HTTP connections open now and refused at the cap since start.
+    pub connections: Option<(u64, u64)>,
 }
 
 impl Metrics {
@@ -373,6 +375,22 @@ impl Metrics {
                 "Open WebSocket connections.",
             );
             let _ = writeln!(out, "docproc_websocket_connections {n}");
+        }
+        if let Some((open, refused)) = snap.connections {
+            help(
+                &mut out,
+                "docproc_http_connections",
+                "gauge",
+                "Open HTTP connections, WebSockets included.",
+            );
+            let _ = writeln!(out, "docproc_http_connections {open}");
+            help(
+                &mut out,
+                "docproc_http_connections_refused_total",
+                "counter",
+                "HTTP connections refused because the cap was reached.",
+            );
+            let _ = writeln!(out, "docproc_http_connections_refused_total {refused}");
         }
         if let Some(h) = &snap.fsync {
             help(

@@ -52,6 +52,7 @@ async fn metrics(State(st): State<OpsState>, headers: HeaderMap) -> Response {
         workers: st.workers.as_ref().map(|w| w.gauges()).unwrap_or_default(),
         fsync: st.queue.fsync_latency(),
         websockets: None,
+        connections: None,
     };
     (
         [(
@@ -73,7 +74,7 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = crate::http::listen::HttpLimits::default();
+    let gate = Arc::new(limits.gate());
+    crate::http::listen::serve(listener, None, app, limits, 16 * 1024, gate, shutdown).await
 }

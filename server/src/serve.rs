@@ -12,7 +12,6 @@ use tokio::sync::watch;
 use crate::config::ServeConfig;
 use crate::extract::sandbox::Sandbox;
 use crate::http::guard::RateLimiter;
-use crate::http::tls::{ClientAddr, TlsListener};
 use crate::http::{app, AppState};
 use crate::metrics::Metrics;
 use crate::notify::webhook::load_or_create_secret;
@@ -124,24 +123,19 @@ pub async fn serve(
         // WebSocket connections close (1001) so the server can finish.
         closing_tx.send_replace(true);
     };
-    let front =
-        crate::http::front(ready.clone()).into_make_service_with_connect_info::<ClientAddr>();
-    let mut server = tokio::spawn(async move {
-        match tls {
-            Some(tls) => {
-                axum::serve(TlsListener::new(listener, tls)?, front)
-                    .with_graceful_shutdown(stop_serving)
-                    .await
-            }
-            None => {
-                axum::serve(listener, front)
-                    .with_graceful_shutdown(stop_serving)
-                    .await
-            }
-        }
-    });
+    let front = crate::http::front(ready.clone());
+    let gate = Arc::new(cfg.http.gate());
+    let mut server = tokio::spawn(crate::http::listen::serve(
+        listener,
+        tls,
+        front,
+        cfg.http,
+        cfg.max_header_bytes,
+        gate.clone(),
+        stop_serving,
+    ));
     let started = tokio::select! {
-        s = start(&cfg, closing) => s,
+        s = start(&cfg, closing, gate) => s,
         // Stopped while starting.
         done = &mut server => return flatten(done),
     };
@@ -199,6 +193,7 @@ impl Running {
 async fn start(
     cfg: &Arc<ServeConfig>,
     closing: watch::Receiver<bool>,
+    connections: Arc<docproc_broker::conn::Gate>,
 ) -> Result<(AppState, Running), ServeError> {
     let metrics = Arc::new(Metrics::default());
     let queue = queue::open(&cfg.queue_url()).await?;
@@ -238,6 +233,7 @@ async fn start(
         closing,
         metrics,
         upload_limiter: Arc::new(RateLimiter::new(cfg.upload_rate_per_min)),
+        connections,
     };
     let running = Running {
         stop,

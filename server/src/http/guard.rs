@@ -137,7 +137,7 @@ fn authenticate(keys: &Keys, req: &Request) -> Result<Option<ApiKey>, ApiError> 
                     format!("cookie-authenticated changes need the {CSRF_HEADER} header"),
                 ));
             }
-            if headers.contains_key(header::UPGRADE) && !same_origin(headers) {
+            if headers.contains_key(header::UPGRADE) && !same_origin(req) {
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,
                     "csrf",
@@ -165,7 +165,7 @@ fn cross_site(st: &AppState, req: &Request) -> Result<(), ApiError> {
     let from_elsewhere = || {
         let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
         let foreign_site = site.is_some_and(|s| !matches!(s, "same-origin" | "none"));
-        let foreign_origin = headers.contains_key(header::ORIGIN) && !same_origin(headers);
+        let foreign_origin = headers.contains_key(header::ORIGIN) && !same_origin(req);
         foreign_site || foreign_origin
     };
     if req.method() == Method::POST && req.uri().path() == "/ui/login" && from_elsewhere() {
@@ -178,8 +178,7 @@ fn cross_site(st: &AppState, req: &Request) -> Result<(), ApiError> {
     if !st.config.keys.is_empty() || st.config.insecure {
         return Ok(());
     }
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    if !host.is_some_and(loopback_host) {
+    if !host_of(req).is_some_and(loopback_host) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "host_not_allowed",
@@ -210,10 +209,21 @@ fn loopback_host(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-fn same_origin(headers: &HeaderMap) -> bool {
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    match (host, origin) {
+/// The name a request is addressed to: its `Host`, or over HTTP/2 (which
+/// has none) its `:authority`.
+fn host_of(req: &Request) -> Option<&str> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+}
+
+fn same_origin(req: &Request) -> bool {
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok());
+    match (host_of(req), origin) {
         (Some(h), Some(o)) => o
             .split_once("://")
             .is_some_and(|(_, rest)| rest.trim_end_matches('/') == h),

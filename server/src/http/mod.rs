@@ -5,6 +5,7 @@ mod dead;
 pub mod guard;
 mod health;
 mod jobs;
+pub mod listen;
 mod openapi;
 pub mod tls;
 mod ui;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Upload rate per API key.
     pub upload_limiter: Arc<guard::RateLimiter>,
+    /// The connection gate of the listener (open and refused counts).
+    pub connections: Arc<docproc_broker::conn::Gate>,
 }
 
 impl axum::extract::FromRef<AppState> for WsState {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use docproc_broker::auth::Keys;
-use docproc_broker::{BrokerConfig, Durability};
+use docproc_broker::{BrokerConfig, Durability, ServeOptions};
 
 use super::{Settings, SettingsError};
 use crate::config::{ServeConfig, TlsFiles};
@@ -168,6 +168,7 @@ pub fn serve(st: &Settings) -> Result<ServeConfig, SettingsError> {
     if let Some(n) = st.u64_in("server.max_header_bytes", 1024..=1024 * 1024)? {
         c.max_header_bytes = n as usize;
     }
+    http_limits(st, &mut c.http)?;
     c.insecure = st.bool("server.insecure")?.unwrap_or(false);
     c.keys = keys(st)?;
     c.tls = tls(st)?;
@@ -210,6 +211,45 @@ pub fn serve(st: &Settings) -> Result<ServeConfig, SettingsError> {
         check_exposure(m, &c.keys, c.insecure)?;
     }
     Ok(c)
+}
+
+/// The listener settings shared by the HTTP server and the broker's gRPC;
+/// `None` where not given.
+struct Listener {
+    header_timeout: Option<Duration>,
+    max_connections: Option<usize>,
+    max_streams: Option<u32>,
+    drain: Option<Duration>,
+}
+
+fn listener(st: &Settings) -> Result<Listener, SettingsError> {
+    Ok(Listener {
+        header_timeout: secs(st, "server.header_timeout_secs", 3600)?,
+        max_connections: st
+            .u64_in("server.max_connections", 1..=1_000_000)?
+            .map(|n| n as usize),
+        max_streams: st
+            .u64_in("server.max_streams", 1..=10_000)?
+            .map(|n| n as u32),
+        drain: st
+            .u64_in("server.drain_secs", 0..=3600)?
+            .map(Duration::from_secs),
+    })
+}
+
+fn http_limits(
+    st: &Settings,
+    l: &mut crate::http::listen::HttpLimits,
+) -> Result<(), SettingsError> {
+    let given = listener(st)?;
+    l.header_timeout = given.header_timeout.unwrap_or(l.header_timeout);
+    l.max_connections = given.max_connections.unwrap_or(l.max_connections);
+    l.max_streams = given.max_streams.unwrap_or(l.max_streams);
+    l.drain = given.drain.unwrap_or(l.drain);
+    if let Some(d) = secs(st, "server.idle_timeout_secs", 86_400)? {
+        l.idle_timeout = d;
+    }
+    Ok(())
 }
 
 fn llm(st: &Settings) -> Result<Option<LlmConfig>, SettingsError> {
@@ -285,6 +325,9 @@ pub struct BrokerSettings {
     pub tls: Option<TlsFiles>,
     /// Where to serve `/metrics`.
     pub metrics_listen: Option<SocketAddr>,
+    /// Connection limits of the gRPC server (keys and TLS are set apart,
+    /// from `keys` and `tls`, when serving).
+    pub serve: ServeOptions,
 }
 
 /// Settings of `docproc broker`; unset ones take `BrokerConfig::default()`.
@@ -319,11 +362,20 @@ pub fn broker(st: &Settings) -> Result<BrokerSettings, SettingsError> {
     if let Some(m) = metrics_listen {
         check_exposure(m, &keys, insecure)?;
     }
+    let given = listener(st)?;
+    let mut serve = ServeOptions::default();
+    let l = &mut serve.limits;
+    l.first_request = given.header_timeout.unwrap_or(l.first_request);
+    l.max_connections = given.max_connections.unwrap_or(l.max_connections);
+    serve.max_streams = given.max_streams.unwrap_or(serve.max_streams);
+    serve.drain = given.drain.unwrap_or(serve.drain);
+    serve.max_connection_age = secs(st, "broker.max_connection_age_secs", 30 * 86_400)?;
     Ok(BrokerSettings {
         listen,
         broker: c,
         keys,
         tls: tls(st)?,
         metrics_listen,
+        serve,
     })
 }
