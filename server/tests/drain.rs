@@ -208,3 +208,31 @@ async fn a_job_still_running_after_the_grace_is_handed_back_at_once() {
         "handing back does not use up an attempt: {s}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_sigkill_the_restarted_server_hands_back_its_own_leases_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let tools = tempfile::tempdir().unwrap();
+    let stuck = script(tools.path(), "sleep 600");
+    let stuck = stuck.to_str().unwrap().to_string();
+    // A 300 s lease: only the restart's hand-back can bring the job back soon.
+    let (mut p, addr) = serve(
+        dir.path(),
+        &["--job-timeout-secs", "300", "--extractor", &stuck],
+    )
+    .await;
+    let (ct, b) = common::multipart("a.csv", b"a,b\n1,2\n", &[]);
+    let r = request(addr, "POST", "/api/upload-async", Some((&ct, b))).await;
+    let id = r.json()["job_id"].as_str().unwrap().to_string();
+    wait_status(addr, &id, "processing", 30).await;
+    p.0.kill().expect("SIGKILL");
+    p.0.wait().expect("reaped");
+    // The extractor child dies with its process group or runs on; either
+    // way the restarted server owns the job again.
+    let (_p2, addr2) = serve(dir.path(), &["--job-timeout-secs", "300"]).await;
+    let s = wait_status(addr2, &id, "completed", 60).await;
+    assert_eq!(
+        s["attempts"], 1,
+        "the killed run's delivery is not counted as an attempt: {s}"
+    );
+}

@@ -48,6 +48,10 @@ mod rocksdb {
             self.queue = queue::open(&url(self.dir.path())).await.expect("reopen");
             true
         }
+
+        fn restart_hands_back_leases(&self) -> bool {
+            true
+        }
     }
 
     docproc_tests::conformance_suite!(open);

@@ -213,7 +213,7 @@ pub fn owner_of(job: &Job) -> Option<&str> {
 pub async fn open(url: &str) -> Result<Arc<dyn Queue>> {
     let u = QueueUrl::parse(url)?;
     match u.scheme.as_str() {
-        "rocksdb" => Ok(Arc::new(rocksdb::open(&u)?)),
+        "rocksdb" => Ok(Arc::new(rocksdb::open_owned(&u).await?)),
         "memory" => Ok(Arc::new(memory::open(&u)?)),
         "grpc" | "grpcs" => Ok(Arc::new(grpc::connect(&u).await?)),
         "redis" => Ok(Arc::new(redis::open(&u).await?)),

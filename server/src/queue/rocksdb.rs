@@ -38,6 +38,24 @@ pub fn open(u: &QueueUrl) -> Result<RocksDbQueue> {
     open_with(cfg, u.retry_policy()?, "rocksdb")
 }
 
+/// Opens `rocksdb://…` for a process that is its only consumer (`docproc
+/// serve` or `docproc worker`: RocksDB lets one process open it): jobs its
+/// previous run had leased (it was killed, or lost power) died with it, so
+/// they are handed back at once, without spending an attempt, instead of
+/// waiting out their leases. `docproc broker` opens with [`open_with`] and
+/// keeps its remote consumers' leases.
+pub async fn open_owned(u: &QueueUrl) -> Result<RocksDbQueue> {
+    let q = open(u)?;
+    let n = q.api().broker().release_all_leases().await.map_err(map)?;
+    if n > 0 {
+        tracing::warn!(
+            jobs = n,
+            "handed back jobs the previous run was working on when it stopped"
+        );
+    }
+    Ok(q)
+}
+
 /// Opens the embedded broker with explicit settings. Needs a tokio runtime
 /// (the broker's timer driver runs on it).
 pub fn open_with(
