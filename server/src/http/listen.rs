@@ -69,6 +69,8 @@ impl HttpLimits {
     }
 }
 
+/// Room for a request line in HTTP/1.1's read buffer beside the headers.
+const MAX_REQUEST_LINE: usize = 64 * 1024;
 /// HTTP/2 pings on a quiet connection; unanswered within as long, it closes.
 const KEEPALIVE: Duration = Duration::from_secs(20);
 /// Refusals answered at once (a 503 written, the request read and
@@ -147,7 +149,9 @@ fn builder(limits: HttpLimits, max_header: usize) -> auto::Builder<TokioExecutor
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
-        .max_buf_size(max_header.max(8192) + 8192);
+        // The request line (long filter lists) and the headers; the guard
+        // answers 431 above max_header, hyper above this.
+        .max_buf_size(max_header + MAX_REQUEST_LINE);
     b.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_streams)
