@@ -201,13 +201,16 @@ impl Store {
         if let Durability::Batch { interval } = durability {
             let (stop_tx, stop_rx) = mpsc::channel::<()>();
             stop_flusher = Some(stop_tx);
+            let failure = Failure {
+                failed: failed.clone(),
+                fatal: fatal.clone(),
+            };
             let db = db.clone();
-            let fatal = fatal.clone();
             let latency = latency.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name("docproc-flusher".into())
-                    .spawn(move || flusher(db, interval, stop_rx, fatal, latency))
+                    .spawn(move || flusher(db, interval, stop_rx, failure, latency))
                     .map_err(|e| Error::Unavailable(format!("cannot start flusher: {e}")))?,
             );
         }
@@ -534,11 +537,18 @@ fn batch<'a>(db: &DB, ops: impl IntoIterator<Item = &'a Op>) -> Result<WriteBatc
     Ok(wb)
 }
 
+/// How the background sync reports a failure: like a failed write, it
+/// stops every later write (`failed`) and makes the broker fatal.
+struct Failure {
+    failed: Arc<AtomicBool>,
+    fatal: watch::Sender<Option<String>>,
+}
+
 fn flusher(
     db: Arc<DB>,
     interval: Duration,
     stop: mpsc::Receiver<()>,
-    fatal: watch::Sender<Option<String>>,
+    failure: Failure,
     latency: Arc<SyncLatency>,
 ) {
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(interval) {
@@ -546,8 +556,11 @@ fn flusher(
         let synced = db.flush_wal(true);
         latency.observe(started.elapsed());
         if let Err(e) = synced {
-            tracing::error!(error = %e, "background WAL sync failed");
-            fatal.send_replace(Some(e.to_string()));
+            // Writes answered since the last sync may not be on disk; none
+            // may be answered after it.
+            failure.failed.store(true, Ordering::Release);
+            tracing::error!(error = %e, "background WAL sync failed; the broker stops writing");
+            failure.fatal.send_replace(Some(e.to_string()));
             return;
         }
     }

@@ -38,6 +38,10 @@ pub enum ServeError {
     /// The TLS certificate or key cannot be used.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The embedded queue's storage failed (a write or sync error, a full
+    /// disk): it takes no more writes, so the process stops.
+    #[error("the queue's storage failed: {0}")]
+    Storage(String),
 }
 
 /// How often old results are looked for.
@@ -155,11 +159,33 @@ pub async fn serve(
         data_dir = %cfg.data_dir.display(),
         "docproc serve ready"
     );
-    let served = flatten(server.await);
+    let mut abort_tx = Some(abort_tx);
+    let served = tokio::select! {
+        done = &mut server => flatten(done),
+        reason = storage_failed(queue.storage_failure()) => {
+            tracing::error!(error = %reason, "the queue's storage failed; docproc serve stops");
+            if let Some(abort) = abort_tx.take() {
+                let _ = abort.send(());
+            }
+            let _ = (&mut server).await;
+            Err(ServeError::Storage(reason))
+        }
+    };
     running.stop(&cfg).await;
     queue.close().await;
     drop(abort_tx);
     served
+}
+
+/// Resolves with the reason once the queue's storage in this process
+/// failed; never for a queue that cannot fail that way.
+async fn storage_failed(failure: Option<watch::Receiver<Option<String>>>) -> String {
+    if let Some(mut rx) = failure {
+        if let Ok(reason) = rx.wait_for(|f| f.is_some()).await {
+            return reason.clone().unwrap_or_default();
+        }
+    }
+    std::future::pending().await
 }
 
 fn flatten(r: Result<std::io::Result<()>, tokio::task::JoinError>) -> Result<(), ServeError> {
@@ -278,14 +304,20 @@ pub async fn work(
         None => None,
     };
     tracing::info!(queue = %queue.backend(), pools = ?cfg.pools, "docproc worker ready");
-    shutdown.await;
+    let outcome = tokio::select! {
+        _ = shutdown => Ok(()),
+        reason = storage_failed(queue.storage_failure()) => {
+            tracing::error!(error = %reason, "the queue's storage failed; docproc worker stops");
+            Err(ServeError::Storage(reason))
+        }
+    };
     stop.send_replace(true);
     drain(&mut workers, &ctx, cfg.shutdown_grace).await;
     if let Some(ops) = ops {
         let _ = ops.await;
     }
     queue.close().await;
-    Ok(())
+    outcome
 }
 
 /// Lets jobs in hand finish within `grace`; then extractions still running

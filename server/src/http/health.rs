@@ -57,17 +57,24 @@ pub(super) async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready: 200 with the backend, 503 while draining or when the queue
-/// backend does not answer within 2 s. No key needed.
+/// Ready: 200 with the backend, 503 while draining, once the embedded
+/// queue's storage failed, or when the queue backend does not answer
+/// within 2 s. No key needed.
 #[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
     responses((status = 200, description = "`{\"status\":\"ready\",\"backend\":…}`", body = Object),
-        (status = 503, description = "`draining` or `unavailable`", body = super::ErrorBody)))]
+        (status = 503, description = "`draining`, `storage_failed` or `unavailable`", body = super::ErrorBody)))]
 pub(super) async fn readyz(State(st): State<AppState>) -> Response {
     let unavailable = |code, message: String| {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message).into_response()
     };
     if *st.closing.borrow() {
         return unavailable("draining", "the server is shutting down".into());
+    }
+    if let Some(reason) = st.queue.storage_failure().and_then(|f| f.borrow().clone()) {
+        return unavailable(
+            "storage_failed",
+            format!("the queue's storage failed and takes no writes: {reason}"),
+        );
     }
     match tokio::time::timeout(PROBE_TIMEOUT, st.queue.stats()).await {
         Ok(Ok(_)) => {

@@ -46,6 +46,11 @@ pub trait BrokerApi: Clone + Send + Sync + 'static {
     fn sync_latency(&self) -> Option<(Vec<u64>, f64, u64)> {
         None
     }
+    /// The in-process broker's storage failure, see
+    /// [`Queue::storage_failure`].
+    fn storage_failure(&self) -> Option<tokio::sync::watch::Receiver<Option<String>>> {
+        None
+    }
     /// Stores messages; their ids in order.
     async fn produce(&self, msgs: Vec<pb::NewMessage>) -> Result<Vec<u64>>;
     /// A message with its payload.
@@ -328,6 +333,10 @@ fn list_request(q: &ListQuery) -> Result<pb::ListRequest> {
 impl<B: BrokerApi> Queue for BrokerQueue<B> {
     fn backend(&self) -> &'static str {
         self.name
+    }
+
+    fn storage_failure(&self) -> Option<tokio::sync::watch::Receiver<Option<String>>> {
+        self.api.storage_failure()
     }
 
     fn fsync_latency(&self) -> Option<crate::metrics::Histogram> {

@@ -163,6 +163,14 @@ pub trait Queue: Send + Sync {
     fn fsync_latency(&self) -> Option<crate::metrics::Histogram> {
         None
     }
+
+    /// When the backend's storage runs in this process (the embedded
+    /// broker): turns `Some(reason)` once a write or sync failed and the
+    /// storage refuses every later write. `None`: nothing here can fail
+    /// that way (a remote backend's failures come back as errors).
+    fn storage_failure(&self) -> Option<tokio::sync::watch::Receiver<Option<String>>> {
+        None
+    }
 }
 
 /// A watch stream over a backend's broadcast of events, until `closed`

@@ -115,6 +115,10 @@ impl BrokerApi for Embedded {
         Some(self.broker.sync_latency())
     }
 
+    fn storage_failure(&self) -> Option<tokio::sync::watch::Receiver<Option<String>>> {
+        Some(self.broker.fatal())
+    }
+
     async fn produce(&self, msgs: Vec<pb::NewMessage>) -> Result<Vec<u64>> {
         let out = self.broker.produce(msgs).await.map_err(map)?;
         Ok(out.into_iter().map(|(id, _)| id).collect())
