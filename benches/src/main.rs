@@ -4,13 +4,14 @@
 //! Environment: `BENCH_SCALE` (default 1.0) scales every message count;
 //! `BENCH_FLOW` sets the long-run message count (default 10,000,000);
 //! `BENCH_ONLY` (comma-separated: raw, redis, produce1, produce100, consume,
-//! latency, flow, recovery, jobs, http, ws, pdf) runs a subset. The http, ws
+//! latency, flow, recovery, list, jobs, http, ws, pdf) runs a subset. The http, ws
 //! and pdf workloads need the release `docproc` binary beside this one
 //! (`make bench` builds it); pdf needs the corpus (`make corpus`) and
 //! poppler's `pdftotext`.
 
 mod http;
 mod jobs;
+mod list;
 mod pdf;
 mod peers;
 mod workloads;
@@ -102,6 +103,9 @@ fn main() -> anyhow::Result<()> {
         }
         if run("latency") {
             print(vec![workloads::latency(5_000, scaled(50_000)).await?]);
+        }
+        if run("list") {
+            print(list::all(scaled(100_000)).await?);
         }
         if run("jobs") {
             print(jobs::all(scaled(20_000)).await?);

@@ -12,7 +12,7 @@ use crate::{scaled, Row, PAYLOAD};
 
 pub(crate) struct Served {
     _dir: tempfile::TempDir,
-    broker: Broker,
+    pub(crate) broker: Broker,
     pub(crate) url: String,
     stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -133,7 +133,12 @@ pub(crate) async fn produce(batch: u64, tasks: u64, total: u64) -> anyhow::Resul
 }
 
 /// Stores `total` messages in `queue` through the engine, priorities 0..=3 in turn.
-async fn fill(broker: &Broker, queue: &str, total: u64, body: &[u8]) -> anyhow::Result<()> {
+pub(crate) async fn fill(
+    broker: &Broker,
+    queue: &str,
+    total: u64,
+    body: &[u8],
+) -> anyhow::Result<()> {
     let mut left = total;
     while left > 0 {
         let n = left.min(1000);
