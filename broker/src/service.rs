@@ -246,7 +246,9 @@ impl pb::broker_server::Broker for BrokerService {
         req: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
         self.allow(&req, Scope::Read)?;
-        Ok(Response::new(self.broker.list(&req.into_inner())?))
+        Ok(Response::new(
+            self.broker.list_async(req.into_inner()).await?,
+        ))
     }
 
     async fn configure_queue(

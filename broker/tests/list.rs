@@ -223,3 +223,42 @@ async fn list_filters_are_deduplicated_and_bounded() {
     assert!(err.to_string().contains("at most 32"), "{err}");
     assert!(h.broker.list(&req(&names[..32], &[])).is_ok());
 }
+
+#[tokio::test]
+async fn live_messages_are_listed_the_same_after_a_restart() {
+    let mut h = Harness::new();
+    let all = fixture(&h).await;
+    let before = ids(&h.broker.list(&req(&[], &[])).unwrap());
+    h.reopen(|_| {});
+    assert_eq!(ids(&h.broker.list(&req(&[], &[])).unwrap()), before);
+    let live = h
+        .broker
+        .list(&req(
+            &[],
+            &[
+                State::Queued,
+                State::Leased,
+                State::Retrying,
+                State::Delayed,
+            ],
+        ))
+        .unwrap();
+    // Leases die with the restart only when their deadline passes.
+    assert_eq!(ids(&live), vec![all[5], all[4], all[0]]);
+    // One that completes leaves the live listing at once (past its backoff).
+    h.advance(600_000).await;
+    let d = h.lease("x", 5).await;
+    let done = d
+        .iter()
+        .find(|d| d.id == all[0])
+        .expect("retrying x is due");
+    h.broker
+        .ack(done.id, done.lease_token, vec![])
+        .await
+        .unwrap();
+    let live = h
+        .broker
+        .list(&req(&["x"], &[State::Queued, State::Leased]))
+        .unwrap();
+    assert!(!ids(&live).contains(&all[0]), "{:?}", ids(&live));
+}

@@ -1,6 +1,8 @@
 //! Listing messages newest first: live ones from the in-memory index, final
 //! ones from the `finals` index, merged by `(created_at, id)`.
 
+use std::collections::HashSet;
+
 use docproc_proto::broker::v1::{ListCursor, ListRequest, ListResponse, State as S};
 
 use super::Broker;
@@ -28,9 +30,10 @@ const ALL_STATES: [S; 7] = [
 
 impl Broker {
     /// A page of messages, newest first, filtered by queue, state and
-    /// creation time. Live messages are matched in memory (a pass over all
-    /// of them under the state lock); final ones by range scans of the
-    /// `finals` index, one per queue and final state asked for.
+    /// creation time. Live messages come from each queue's in-memory index
+    /// (see [`live_hits`]); final ones from range scans of the `finals`
+    /// index, one per queue and final state asked for. It blocks on
+    /// RocksDB reads: async callers use [`Broker::list_async`].
     pub fn list(&self, req: &ListRequest) -> Result<ListResponse> {
         let limit = match req.limit as usize {
             0 => DEFAULT_LIST_LIMIT,
@@ -41,8 +44,7 @@ impl Broker {
         }
         // A client names the queues: repeats count once, and a list scans
         // at most MAX_LIST_QUEUES of them.
-        let names: std::collections::HashSet<&str> =
-            req.queues.iter().map(String::as_str).collect();
+        let names: HashSet<&str> = req.queues.iter().map(String::as_str).collect();
         if names.len() > MAX_LIST_QUEUES {
             return Err(Error::InvalidArgument(format!(
                 "a list names at most {MAX_LIST_QUEUES} queues, not {}",
@@ -74,22 +76,13 @@ impl Broker {
         if lower >= upper {
             return Ok(ListResponse::default());
         }
-        let in_range = |k: (u64, u64)| k >= lower && k < upper;
         let want = limit + 1;
-        let named = |q: &str| names.is_empty() || names.contains(q);
 
         let mut hits = Vec::new();
         let queues: Vec<String> = {
             let st = self.inner.state.lock();
             let live: Vec<S> = states.iter().copied().filter(|s| !is_final(*s)).collect();
-            if !live.is_empty() {
-                for (&id, s) in &st.jobs {
-                    let k = (s.created_at_ms, id);
-                    if in_range(k) && live.contains(&s.state()) && named(&s.queue) {
-                        hits.push(k);
-                    }
-                }
-            }
+            live_hits(&st, &live, &names, (lower, upper), want, &mut hits);
             if names.is_empty() {
                 st.queues.keys().cloned().collect()
             } else {
@@ -131,6 +124,78 @@ impl Broker {
             .filter(|_| more)
             .map(|&(created_at_ms, id)| ListCursor { created_at_ms, id });
         Ok(ListResponse { messages, next })
+    }
+}
+
+impl Broker {
+    /// [`Broker::list`] on the blocking pool, off the async runtime's
+    /// threads (a list reads RocksDB and may take the state lock for a
+    /// while).
+    pub async fn list_async(&self, req: ListRequest) -> Result<ListResponse> {
+        let broker = self.clone();
+        tokio::task::spawn_blocking(move || broker.list(&req))
+            .await
+            .map_err(|e| Error::Unavailable(format!("list task: {e}")))?
+    }
+}
+
+/// The newest `(created_at, id)` of live messages in `states`, of the
+/// `names`d queues (every queue when empty), in `[range.0, range.1)`: at
+/// most `want` per queue. A list that asks for queued messages walks each
+/// queue's own index newest first and stops at `want` matches, so it costs
+/// what it returns, not the whole backlog; one that asks only for leased,
+/// delayed or retrying ones reads their indexes (leases and timers), which
+/// never hold the queued backlog.
+fn live_hits(
+    st: &super::state::State,
+    states: &[S],
+    names: &HashSet<&str>,
+    range: ((u64, u64), (u64, u64)),
+    want: usize,
+    hits: &mut Vec<(u64, u64)>,
+) {
+    if states.is_empty() {
+        return;
+    }
+    let (lower, upper) = range;
+    let named = |q: &str| names.is_empty() || names.contains(q);
+    let matches = |id: u64| {
+        st.jobs
+            .get(&id)
+            .filter(|s| states.contains(&s.state()) && named(&s.queue))
+            .map(|s| (s.created_at_ms, id))
+            .filter(|k| *k >= lower && *k < upper)
+    };
+    if !states.contains(&S::Queued) {
+        // A message is in one of the two at a time; the page is cut later.
+        if states.contains(&S::Leased) {
+            hits.extend(st.leases.iter().filter_map(|&(_, id)| matches(id)));
+        }
+        if states.iter().any(|s| matches!(s, S::Delayed | S::Retrying)) {
+            hits.extend(st.timers.iter().filter_map(|&(_, id)| matches(id)));
+        }
+        return;
+    }
+    let queues: Vec<&super::state::QueueState> = if names.is_empty() {
+        st.queues.values().collect()
+    } else {
+        names.iter().filter_map(|q| st.queues.get(*q)).collect()
+    };
+    for q in queues {
+        let mut n = 0;
+        for &(created, id) in q.live.range(lower..upper).rev() {
+            if n >= want {
+                break;
+            }
+            if st
+                .jobs
+                .get(&id)
+                .is_some_and(|s| states.contains(&s.state()))
+            {
+                hits.push((created, id));
+                n += 1;
+            }
+        }
     }
 }
 

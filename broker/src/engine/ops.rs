@@ -205,6 +205,9 @@ pub(crate) fn produce(st: &mut State, tx: &mut Tx<'_>, m: NewMessage) -> (u64, b
         .put(Cf::Blobs, keys::blob_key(id, Blob::Payload), m.payload);
     tx.put_live(id, &s);
     tx.event(id, &s, false);
+    st.queue(&s.queue, tx.cfg)
+        .live
+        .insert((s.created_at_ms, id));
     st.jobs.insert(id, s);
     (id, false)
 }
@@ -300,6 +303,9 @@ fn end_lease(st: &mut State, tx: &mut Tx<'_>, id: u64) -> Option<Status> {
 /// Moves a live message (already out of every index) to a final state.
 fn finalize(st: &mut State, tx: &mut Tx<'_>, id: u64, mut s: Status, state: S) {
     st.jobs.remove(&id);
+    st.queue(&s.queue, tx.cfg)
+        .live
+        .remove(&(s.created_at_ms, id));
     s.set_state(state);
     s.lease_token = 0;
     s.lease_deadline_ms = 0;
@@ -591,7 +597,9 @@ pub(crate) fn requeue(st: &mut State, tx: &mut Tx<'_>, id: u64, mut s: Status) {
     s.finished_at_ms = 0;
     s.expires_at_ms = 0;
     s.updated_at_ms = tx.now;
-    let l = st.queue(&queue, tx.cfg).level(s.priority());
+    let q = st.queue(&queue, tx.cfg);
+    q.live.insert((s.created_at_ms, id));
+    let l = q.level(s.priority());
     l.dead = l.dead.saturating_sub(1);
     enqueue(st, tx, id, &s);
     st.jobs.insert(id, s);

@@ -45,6 +45,9 @@ pub(crate) struct QueueState {
     wrr: BTreeMap<u8, i64>,
     /// Woken whenever a message of this queue becomes ready.
     pub(crate) notify: Arc<Notify>,
+    /// `(created_at, id)` of every live message of the queue, so a list
+    /// walks only the queue it names, newest first.
+    pub(crate) live: BTreeSet<(u64, u64)>,
 }
 
 impl QueueState {
@@ -56,6 +59,7 @@ impl QueueState {
             config,
             wrr: BTreeMap::new(),
             notify: Arc::new(Notify::new()),
+            live: BTreeSet::new(),
         }
     }
 
