@@ -59,10 +59,6 @@ bootstrap:
 		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq clang libclang-dev >/dev/null; \
 	fi
-	@command -v prlimit >/dev/null 2>&1 || { \
-		echo "bootstrap: installing util-linux (prlimit sandboxes the parsers)"; \
-		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq util-linux >/dev/null; }
 	@command -v $(CARGO) >/dev/null || { echo "bootstrap: cargo is required (https://rustup.rs)"; exit 1; }
 
 clean:

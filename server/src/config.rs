@@ -96,6 +96,8 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     /// Parser input limits.
     pub limits: Limits,
+    /// Let extractors run where their resource limits cannot be set.
+    pub allow_unlimited_extractors: bool,
     /// The `docproc` binary that runs extractions; `None` is this executable.
     pub extractor: Option<PathBuf>,
     /// OpenAI-compatible endpoint for analysis summaries; `None` keeps the
@@ -153,6 +155,7 @@ impl Default for ServeConfig {
             result_retention: Duration::from_secs(7 * 24 * 3600),
             shutdown_grace: Duration::from_secs(25),
             limits: Limits::default(),
+            allow_unlimited_extractors: false,
             extractor: None,
             llm: None,
             notify: NotifyConfig::default(),

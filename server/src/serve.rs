@@ -52,10 +52,9 @@ fn sandbox(cfg: &ServeConfig) -> std::io::Result<Sandbox> {
     if let Some(exe) = &cfg.extractor {
         s.exe = exe.clone();
     }
-    if s.prlimit.is_none() {
-        tracing::warn!(
-            "prlimit (util-linux) not found: extractors run without memory and CPU limits"
-        );
+    s.allow_unlimited = cfg.allow_unlimited_extractors;
+    if s.allow_unlimited {
+        tracing::warn!("extract.allow_unlimited: an extractor that cannot set its resource limits runs without them");
     }
     Ok(s)
 }

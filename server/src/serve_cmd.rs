@@ -83,6 +83,12 @@ pub(crate) struct ExtractArgs {
     /// Limits as JSON; missing fields take their defaults.
     #[arg(long, default_value = "{}")]
     limits: String,
+    /// CPU seconds this process may use.
+    #[arg(long, default_value_t = 3600)]
+    cpu_secs: u64,
+    /// Run on even if the resource limits cannot be set.
+    #[arg(long)]
+    allow_unlimited: bool,
 }
 
 /// Runs one extraction and returns the process exit code.
@@ -102,5 +108,18 @@ pub(crate) fn extract(args: ExtractArgs) -> i32 {
             return sandbox::EXIT_IO;
         }
     };
+    // Before the untrusted file is opened.
+    let own = docproc_server::extract::rlimit::ChildLimits {
+        memory_bytes: limits.memory_bytes,
+        cpu_secs: args.cpu_secs,
+        file_bytes: limits.max_output_bytes,
+    };
+    if let Err(e) = own.apply() {
+        if !args.allow_unlimited {
+            eprintln!("{e}; refusing to parse without limits (extract.allow_unlimited)");
+            return sandbox::EXIT_NO_LIMITS;
+        }
+        eprintln!("{e}; parsing without limits, as extract.allow_unlimited says");
+    }
     sandbox::child_main(format, &args.input, &args.output_dir, &args.title, &limits)
 }

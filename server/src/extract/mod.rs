@@ -8,6 +8,7 @@ pub mod detect;
 pub mod html;
 pub mod markdown;
 pub mod pdf;
+pub mod rlimit;
 pub mod sandbox;
 pub mod sheet;
 
@@ -40,12 +41,15 @@ pub struct Limits {
     pub max_page_text: usize,
     /// Address space of the extractor process, in bytes.
     pub memory_bytes: u64,
+    /// Largest file the extractor process may write (each result file).
+    pub max_output_bytes: u64,
 }
 
 impl Default for Limits {
     /// 10,000 zip entries inflating to at most 1 GiB at a ratio of at most
     /// 200; 5 M cells, 32 KiB per cell; 5,000 PDF pages, 64 MiB per
-    /// stream, 1 MiB of text per page; 2 GiB of address space.
+    /// stream, 1 MiB of text per page; 2 GiB of address space, result
+    /// files up to 1 GiB.
     fn default() -> Self {
         Self {
             max_zip_entries: 10_000,
@@ -57,6 +61,7 @@ impl Default for Limits {
             max_stream_bytes: 64 << 20,
             max_page_text: 1 << 20,
             memory_bytes: 2 << 30,
+            max_output_bytes: 1 << 30,
         }
     }
 }

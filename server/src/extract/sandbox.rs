@@ -1,7 +1,9 @@
-//! Runs extraction in a child process, `docproc extract`, under `prlimit`
-//! address-space and CPU-time limits with a wall-clock timeout. A file that
-//! makes a parser overflow its stack, abort or run out of memory kills only
-//! the child; the job fails with what happened.
+//! Runs extraction in a child process, `docproc extract`, in its own
+//! process group, under the resource limits the child sets on itself
+//! before it opens the file ([`super::rlimit`]), with a wall-clock
+//! timeout after which the whole group is killed. A file that makes a
+//! parser overflow its stack, abort or run out of memory kills only the
+//! child; the job fails with what happened.
 //!
 //! The child writes `result.json`, `result.html` and `result.md` into the output
 //! directory and exits 0; on a refused file it prints the reason on stderr
@@ -27,6 +29,9 @@ pub const EXIT_IO: i32 = 4;
 /// Exit code of `docproc` given arguments it does not understand (BSD's
 /// `EX_USAGE`): the extractor was run wrongly, not the file's fault.
 pub const EXIT_USAGE: i32 = 64;
+/// Exit code of a child that could not set its resource limits (BSD's
+/// `EX_OSERR`) and was not allowed to run without them.
+pub const EXIT_NO_LIMITS: i32 = 71;
 /// The environment variables a child keeps (and any `LC_*`).
 const CHILD_ENV: &[&str] = &["PATH", "LANG", "TZ", "TMPDIR"];
 /// Longest progress line read from a child; longer ones are skipped.
@@ -67,19 +72,20 @@ impl SandboxError {
 pub struct Sandbox {
     /// The `docproc` binary (its `extract` subcommand).
     pub exe: PathBuf,
-    /// `prlimit` from util-linux; without it the child runs unbounded.
-    pub prlimit: Option<PathBuf>,
-    /// Input limits, passed to the child.
+    /// Input and process limits, passed to the child.
     pub limits: Limits,
+    /// Let a child that cannot set its resource limits run without them
+    /// (`extract.allow_unlimited`); by default it refuses.
+    pub allow_unlimited: bool,
 }
 
 impl Sandbox {
-    /// The current executable, with `prlimit` found on `PATH`.
+    /// The current executable.
     pub fn current(limits: Limits) -> std::io::Result<Self> {
         Ok(Self {
             exe: std::env::current_exe()?,
-            prlimit: find_on_path("prlimit"),
             limits,
+            allow_unlimited: false,
         })
     }
 
@@ -102,18 +108,7 @@ impl Sandbox {
             .map_err(io)?;
         let limits =
             serde_json::to_string(&self.limits).map_err(|e| SandboxError::Io(e.to_string()))?;
-        let mut cmd = match &self.prlimit {
-            Some(p) => {
-                let mut c = Command::new(p);
-                c.arg(format!("--as={}", self.limits.memory_bytes))
-                    .arg(format!("--cpu={}", timeout.as_secs().max(1) + 1))
-                    .arg("--core=0")
-                    .arg("--")
-                    .arg(&self.exe);
-                c
-            }
-            None => Command::new(&self.exe),
-        };
+        let mut cmd = Command::new(&self.exe);
         // `--name=value`: a value (a title from the client's file name)
         // that starts with `-` is never read as a flag.
         let joined = |flag: &str, value: &std::ffi::OsStr| {
@@ -127,6 +122,8 @@ impl Sandbox {
             .arg(joined("--output-dir=", out_dir.as_os_str()))
             .arg(joined("--title=", std::ffi::OsStr::new(title)))
             .arg(joined("--limits=", std::ffi::OsStr::new(&limits)))
+            .arg(format!("--cpu-secs={}", timeout.as_secs().max(1) + 1))
+            .args(self.allow_unlimited.then_some("--allow-unlimited"))
             // The parser of untrusted files gets none of the server's
             // secrets (webhook secret, LLM key, SMTP and queue passwords
             // live in its environment): only what a process needs.
@@ -139,8 +136,12 @@ impl Sandbox {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Its own group: a timeout, a cancel or a dropped job kills
+            // whatever it started too.
+            .process_group(0)
             .kill_on_drop(true);
         let mut child = cmd.spawn().map_err(io)?;
+        let mut group = Group(child.id());
         let stdout = child.stdout.take();
         let read_progress = async move {
             let Some(out) = stdout else { return };
@@ -182,8 +183,15 @@ impl Sandbox {
         })
         .await;
         let (status, err) = match waited {
-            Ok((status, err)) => (status.map_err(io)?, err),
+            Ok((status, err)) => {
+                // Reaped: stragglers it left behind go now; after this the
+                // group id may be reused.
+                group.kill();
+                group.0 = None;
+                (status.map_err(io)?, err)
+            }
             Err(_) => {
+                group.kill();
                 let _ = child.kill().await;
                 return Err(SandboxError::TimedOut(timeout));
             }
@@ -209,8 +217,10 @@ impl Sandbox {
         }
         match status.code() {
             Some(EXIT_INVALID) | Some(EXIT_LIMIT) => Err(SandboxError::Refused(last)),
-            // 126/127: prlimit (or the shell) could not execute the extractor.
-            Some(EXIT_IO) | Some(EXIT_USAGE) | Some(126) | Some(127) => Err(SandboxError::Io(last)),
+            // 126/127: the shell of a wrapper could not execute it.
+            Some(EXIT_IO) | Some(EXIT_USAGE) | Some(EXIT_NO_LIMITS) | Some(126) | Some(127) => {
+                Err(SandboxError::Io(last))
+            }
             Some(code) => Err(SandboxError::Crashed(format!(
                 "the parser failed on this file (exit {code}): {}",
                 crash_reason(&err)
@@ -247,17 +257,32 @@ fn signal_name(status: &std::process::ExitStatus) -> String {
         Some(9) => "SIGKILL, out of CPU time or killed".into(),
         Some(11) => "SIGSEGV".into(),
         Some(24) => "SIGXCPU, out of CPU time".into(),
+        Some(25) => "SIGXFSZ, a result file over its size limit".into(),
         Some(s) => format!("signal {s}"),
         None => "unknown".into(),
     }
 }
 
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file())
+/// A child's process group, killed (SIGKILL) when the extraction ends or
+/// its task is dropped, until the child is reaped.
+struct Group(Option<u32>);
+
+impl Group {
+    fn kill(&self) {
+        let pid = self
+            .0
+            .and_then(|id| i32::try_from(id).ok())
+            .and_then(rustix::process::Pid::from_raw);
+        if let Some(pid) = pid {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 /// The child side (`docproc extract`): extract, write the files, exit.

@@ -201,6 +201,7 @@ pub fn serve(st: &Settings) -> Result<ServeConfig, SettingsError> {
     if let Some(h) = st.u64_in("jobs.result_retention_hours", 1..=24 * 3650)? {
         c.result_retention = Duration::from_secs(h * 3600);
     }
+    c.allow_unlimited_extractors = st.bool("extract.allow_unlimited")?.unwrap_or(false);
     c.llm = llm(st)?;
     notify(st, &mut c)?;
     if st.cmd() == super::Cmd::Serve {

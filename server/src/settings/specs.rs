@@ -116,6 +116,8 @@ pub static SPECS: &[Spec] = &[
       "Seconds jobs in hand may run on after SIGTERM before they are handed back [default: 25]"),
     s("jobs.result_retention_hours", &["DOCPROC_RESULT_RETENTION_HOURS"], "result-retention-hours", JOBS, Int,
       "Hours results are kept [default: 168]"),
+    s("extract.allow_unlimited", &["DOCPROC_EXTRACT_ALLOW_UNLIMITED"], "extract-allow-unlimited", JOBS, Bool,
+      "Run extractors even where they cannot set their resource limits (memory, CPU, file size); otherwise such a job fails [default: false]"),
     // Analysis summaries.
     s("llm.url", &["DOCPROC_LLM_URL"], "llm-url", JOBS, Str,
       "OpenAI-compatible API base URL for analysis summaries [default: none, built-in summaries]"),
