@@ -52,7 +52,9 @@ pub(crate) async fn all(backlog: u64) -> anyhow::Result<Vec<Row>> {
             messages: CALLS,
             elapsed: start.elapsed(),
             latency: percentiles(lat),
-            note: format!("calls/s; {backlog} queued in `backlog`, 100 in `small` (10 leased), page of 100"),
+            note: format!(
+                "calls/s; {backlog} queued in `backlog`, 100 in `small` (10 leased), page of 100"
+            ),
         });
     }
     s.finish();
