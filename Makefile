@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 DATA_DIR ?= ./data
 
-.PHONY: run broker test bench bootstrap corpus services build fmt lint clean
+.PHONY: run broker test bench fuzz bootstrap corpus services build fmt lint clean
 
 # Tests of real services read these; `make services` makes sure Redis
 # answers, and scripts/with-services.sh also starts a Kafka-protocol broker.
@@ -39,6 +39,22 @@ corpus:
 bench: bootstrap corpus
 	$(CARGO) build --release -p docproc-server --bin docproc -p docproc-benches --bin broker-bench --features docproc-benches/kafka
 	scripts/with-services.sh $(CARGO) run --release -p docproc-benches --bin broker-bench --features docproc-benches/kafka
+
+## Fuzz every target for FUZZ_SECS seconds each (cargo-fuzz, libFuzzer, no
+## sanitizer: safe Rust, panics and aborts are the findings). The PDF target
+## starts from the fidelity corpus. Crashes land in fuzz/artifacts/.
+FUZZ_SECS ?= 60
+FUZZ_TARGET_DIR ?= $(HOME)/.cache/docproc/fuzz-target
+fuzz: bootstrap corpus
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --version 0.13.2 --locked
+	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz build --sanitizer none --target-dir $(FUZZ_TARGET_DIR)
+	cd fuzz && for t in $$($(CARGO) fuzz list); do \
+		mkdir -p corpus/$$t; seeds=""; \
+		[ $$t = pdf ] && seeds=$$(../scripts/fetch-corpus.sh pdf); \
+		echo "fuzz: $$t for $(FUZZ_SECS) s"; \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --sanitizer none --target-dir $(FUZZ_TARGET_DIR) $$t corpus/$$t $$seeds -- \
+			-max_total_time=$(FUZZ_SECS) -max_len=262144 -rss_limit_mb=4096 -timeout=20 || exit 1; \
+	done
 
 ## Lints as CI expects them.
 lint:

@@ -43,6 +43,23 @@ mod record;
 mod service;
 mod store;
 
+/// Entry points of the fuzz targets (`fuzz/`); not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use prost::Message as _;
+
+    /// Decodes `bytes` as every record the broker stores and reads what
+    /// recovery reads of them.
+    pub fn decode_records(bytes: &[u8]) {
+        if let Ok(s) = crate::record::Status::decode(bytes) {
+            let _ = (s.state(), s.priority());
+        }
+        let _ = crate::record::MsgRecord::decode(bytes);
+        let _ = docproc_proto::broker::v1::Counters::decode(bytes);
+        let _ = docproc_proto::broker::v1::QueueConfig::decode(bytes);
+    }
+}
+
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{BrokerConfig, Durability};
 pub use docproc_proto::broker::v1 as pb;
