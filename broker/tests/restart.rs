@@ -188,3 +188,18 @@ async fn weaker_durability_modes_keep_everything_across_a_clean_close() {
         assert_eq!(got[0].id, out[0].0);
     }
 }
+
+#[tokio::test]
+async fn an_owner_hands_back_its_dead_runs_leases_as_queued_without_an_attempt() {
+    let mut h = Harness::new();
+    let id = h.produce("q", 0, "p").await;
+    let first = h.lease("q", 1).await;
+    assert_eq!(first[0].attempt, 1);
+    h.reopen(|_| {});
+    assert_eq!(h.state(id), State::Leased, "kept by a plain open");
+    assert_eq!(h.broker.release_all_leases().await.unwrap(), 1);
+    assert_eq!(h.state(id), State::Queued, "ready at once");
+    let again = h.lease("q", 1).await;
+    assert_eq!((again[0].id, again[0].attempt), (id, 1));
+    assert_eq!(h.broker.release_all_leases().await.unwrap(), 1);
+}

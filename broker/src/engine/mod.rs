@@ -332,21 +332,16 @@ impl Broker {
         })
     }
 
-    /// Hands back every lease at once, each as [`release`](Self::release)
-    /// does: ready again, the interrupted delivery not counted as an
-    /// attempt. For an owner that knows every lease died with its previous
+    /// Hands back every lease at once: queued again (ready, not waiting
+    /// for a timer), the interrupted delivery not counted as an attempt. For an owner that knows every lease died with its previous
     /// run (the embedded queue of `docproc serve`, whose only consumers are
     /// its own workers); a broker serving remote consumers must not call
     /// it. Answers how many were handed back, once that is durable.
     pub async fn release_all_leases(&self) -> Result<usize> {
         let (n, durable) = self.transact(|st, tx| {
-            let held: Vec<(u64, u64)> = st
-                .leases
-                .iter()
-                .filter_map(|&(_, id)| st.jobs.get(&id).map(|s| (id, s.lease_token)))
-                .collect();
-            for &(id, token) in &held {
-                ops::release(st, tx, id, token)?;
+            let held: Vec<u64> = st.leases.iter().map(|&(_, id)| id).collect();
+            for &id in &held {
+                ops::hand_back(st, tx, id)?;
             }
             Ok(held.len())
         })?;

@@ -376,6 +376,28 @@ pub(crate) fn backoff(base_ms: u64, max_ms: u64, attempt: u32, id: u64) -> u64 {
     half + h % (full - half + 1)
 }
 
+/// Hands back a lease whose consumer is known dead (the previous run of the
+/// only process that consumes this database): queued again at once, the
+/// delivery not counted as an attempt. A cancel that reached it takes
+/// effect.
+pub(crate) fn hand_back(st: &mut State, tx: &mut Tx<'_>, id: u64) -> Result<S> {
+    let Some(mut s) = end_lease(st, tx, id) else {
+        return Err(Error::NotFound(id));
+    };
+    if s.cancel_requested {
+        finalize(st, tx, id, s, S::Cancelled);
+        return Ok(S::Cancelled);
+    }
+    s.attempts = s.attempts.saturating_sub(1);
+    s.set_state(S::Queued);
+    s.lease_token = 0;
+    s.lease_deadline_ms = 0;
+    s.updated_at_ms = tx.now;
+    enqueue(st, tx, id, &s);
+    st.jobs.insert(id, s);
+    Ok(S::Queued)
+}
+
 /// Hands a leased message back unworked: ready again at once, the delivery
 /// not counted as an attempt (a consumer that is shutting down). A cancel
 /// that reached it meanwhile takes effect.
