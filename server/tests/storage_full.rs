@@ -2,7 +2,10 @@
 //! lives on a small filesystem that fills up answers the uploads it cannot
 //! store with an error (never 202), stops with a non-zero exit, and after a
 //! restart with room again every upload it had answered 202 is there and
-//! completes.
+//! completes. Under `batch` durability, where writes succeed and only the
+//! background sync fails (ext4 on a loop device whose backing file cannot
+//! grow: writeback fails at fsync), nothing is answered 202 after the
+//! failed sync and the server stops too.
 
 mod common;
 
@@ -57,6 +60,46 @@ impl Drop for SmallFs {
             .arg("-l")
             .arg(self.dir.path())
             .status();
+    }
+}
+
+/// ext4 on a loop device over a sparse image in `backing`: the filesystem
+/// has room, but once `backing` is full its writeback (fsync) fails.
+struct LoopExt4 {
+    mnt: tempfile::TempDir,
+    dev: String,
+}
+
+impl LoopExt4 {
+    fn new(backing: &Path) -> Self {
+        let img = backing.join("disk.img");
+        let run = |cmd: &mut Command| {
+            let out = cmd.output().expect("run");
+            assert!(
+                out.status.success(),
+                "{cmd:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        run(Command::new("truncate").args(["-s", "256m"]).arg(&img));
+        run(Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0"])
+            .arg(&img));
+        let dev = run(Command::new("losetup").args(["-f", "--show"]).arg(&img));
+        let mnt = tempfile::tempdir().unwrap();
+        run(Command::new("mount").arg(&dev).arg(mnt.path()));
+        Self { mnt, dev }
+    }
+}
+
+impl Drop for LoopExt4 {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.mnt.path())
+            .status();
+        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
     }
 }
 
@@ -182,5 +225,62 @@ async fn a_full_disk_stops_serve_and_loses_nothing_it_acknowledged() {
         "{} uploads acknowledged before the disk filled, all completed after the restart; refused: {:?}",
         accepted.len(),
         refused.map(|r| r.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_background_sync_stops_batch_writes_and_the_server() {
+    let Some(backing) = SmallFs::mount("64m") else {
+        return;
+    };
+    let disk = LoopExt4::new(backing.path());
+    let data = tempfile::tempdir().unwrap();
+    let queue = format!(
+        "rocksdb://{}?durability=batch:50",
+        disk.mnt.path().join("queue").display()
+    );
+    let (mut p, addr) = serve(data.path(), &queue, "0").await;
+    for n in 0..10 {
+        let r = upload(addr, n).await.expect("answered");
+        assert_eq!(r.status, 202, "{}", r.text());
+    }
+    // The loop device's image can no longer grow: the next sync fails.
+    fill(&backing.path().join("filler"));
+    let mut refused_at = None;
+    let mut answers = Vec::new();
+    for n in 10..5000 {
+        let r = upload(addr, n).await;
+        let status = r.as_ref().map(|r| r.status);
+        answers.push(status);
+        if status != Some(202) {
+            refused_at.get_or_insert(answers.len() - 1);
+        }
+        if r.is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let first = refused_at.expect("the failed sync was noticed");
+    assert!(
+        answers[first..].iter().all(|a| *a != Some(202)),
+        "a write was acknowledged after the failed sync: {:?}",
+        &answers[first..]
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = p.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serve still running after a failed sync"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!status.success(), "{status:?}");
+    eprintln!(
+        "{} uploads answered 202 after the image filled, then {:?}",
+        first,
+        &answers[first..]
     );
 }
