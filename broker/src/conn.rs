@@ -125,11 +125,6 @@ impl<IO> Guarded<IO> {
     pub fn seen(&self) -> Seen {
         self.seen.clone()
     }
-
-    /// The connection inside.
-    pub fn get_ref(&self) -> &IO {
-        &self.io
-    }
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {

@@ -5,12 +5,8 @@
 
 use libfuzzer_sys::fuzz_target;
 
-/// The input as a file (the extractors read files), one per process.
-fn as_file(data: &[u8]) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!("docproc-fuzz-{}", std::process::id()));
-    std::fs::write(&path, data).expect("write the input");
-    path
-}
+mod common;
+use common::as_file;
 
 fuzz_target!(|data: &[u8]| {
     let _ = docproc_server::extract::detect(&as_file(data));

@@ -10,24 +10,8 @@ use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{docproc_process, request, script, try_request, Proc};
+use common::{exit_within, request, script, serve_process, try_request};
 use parking_lot::Mutex;
-
-async fn serve(dir: &std::path::Path, extra: &[&str]) -> (Proc, SocketAddr) {
-    let mut flags = vec![
-        "--excel-workers",
-        "1",
-        "--pdf-workers",
-        "0",
-        "--ai-workers",
-        "0",
-    ];
-    flags.extend_from_slice(extra);
-    let (child, addr) = docproc_process("serve", dir, &flags);
-    let addr: SocketAddr = addr.parse().expect("address");
-    common::wait_started(addr, false).await;
-    (Proc(child), addr)
-}
 
 fn sigterm(child: &Child) {
     let ok = std::process::Command::new("kill")
@@ -36,21 +20,6 @@ fn sigterm(child: &Child) {
         .expect("kill")
         .success();
     assert!(ok, "SIGTERM sent");
-}
-
-/// Waits for the process to exit; panics after `secs`.
-async fn exit_within(p: &mut Proc, secs: u64) -> std::process::ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(status) = p.0.try_wait().expect("try_wait") {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still running {secs} s after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn status_of(addr: SocketAddr, id: &str) -> serde_json::Value {
@@ -74,7 +43,7 @@ async fn wait_status(addr: SocketAddr, id: &str, want: &str, secs: u64) -> serde
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_an_upload_burst_loses_no_accepted_job() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut p, addr) = serve(dir.path(), &["--shutdown-grace-secs", "2"]).await;
+    let (mut p, addr) = serve_process(dir.path(), &["--shutdown-grace-secs", "2"]).await;
     let accepted = Arc::new(Mutex::new(Vec::<String>::new()));
     let refused = Arc::new(Mutex::new(Vec::<u16>::new()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -125,7 +94,7 @@ async fn sigterm_during_an_upload_burst_loses_no_accepted_job() {
         "refusals are 503 draining (or no connection): {refused:?}"
     );
     // Restart on the same data directory: every accepted job is there and runs.
-    let (_p2, addr2) = serve(dir.path(), &[]).await;
+    let (_p2, addr2) = serve_process(dir.path(), &[]).await;
     for id in &accepted {
         wait_status(addr2, id, "completed", 120).await;
     }
@@ -145,7 +114,7 @@ async fn a_job_in_hand_finishes_within_the_grace() {
         &format!("sleep 2\nexec {} \"$@\"", env!("CARGO_BIN_EXE_docproc")),
     );
     let slow = slow.to_str().unwrap().to_string();
-    let (mut p, addr) = serve(
+    let (mut p, addr) = serve_process(
         dir.path(),
         &["--shutdown-grace-secs", "20", "--extractor", &slow],
     )
@@ -158,7 +127,7 @@ async fn a_job_in_hand_finishes_within_the_grace() {
     sigterm(&p.0);
     let status = exit_within(&mut p, 25).await;
     assert!(status.success(), "{status:?}");
-    let (_p2, addr2) = serve(dir.path(), &[]).await;
+    let (_p2, addr2) = serve_process(dir.path(), &[]).await;
     let s = status_of(addr2, &id).await;
     assert_eq!(
         s["status"], "completed",
@@ -174,7 +143,7 @@ async fn a_job_still_running_after_the_grace_is_handed_back_at_once() {
     let stuck = script(tools.path(), "sleep 600");
     let stuck = stuck.to_str().unwrap().to_string();
     // The lease is long (300 s): only an explicit hand-back returns the job soon.
-    let (mut p, addr) = serve(
+    let (mut p, addr) = serve_process(
         dir.path(),
         &[
             "--shutdown-grace-secs",
@@ -201,7 +170,7 @@ async fn a_job_still_running_after_the_grace_is_handed_back_at_once() {
     );
     // Restarted with the real extractor: the job runs again well before its
     // old lease would have ended.
-    let (_p2, addr2) = serve(dir.path(), &[]).await;
+    let (_p2, addr2) = serve_process(dir.path(), &[]).await;
     let s = wait_status(addr2, &id, "completed", 60).await;
     assert_eq!(
         s["attempts"], 1,
@@ -216,7 +185,7 @@ async fn after_sigkill_the_restarted_server_hands_back_its_own_leases_at_once() 
     let stuck = script(tools.path(), "sleep 600");
     let stuck = stuck.to_str().unwrap().to_string();
     // A 300 s lease: only the restart's hand-back can bring the job back soon.
-    let (mut p, addr) = serve(
+    let (mut p, addr) = serve_process(
         dir.path(),
         &["--job-timeout-secs", "300", "--extractor", &stuck],
     )
@@ -229,7 +198,7 @@ async fn after_sigkill_the_restarted_server_hands_back_its_own_leases_at_once() 
     p.0.wait().expect("reaped");
     // The extractor child dies with its process group or runs on; either
     // way the restarted server owns the job again.
-    let (_p2, addr2) = serve(dir.path(), &["--job-timeout-secs", "300"]).await;
+    let (_p2, addr2) = serve_process(dir.path(), &["--job-timeout-secs", "300"]).await;
     let s = wait_status(addr2, &id, "completed", 60).await;
     assert_eq!(
         s["attempts"], 1,

@@ -10,25 +10,14 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{broker_process, docproc_process, request, Proc};
+use common::{broker_process, request, Proc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 async fn serve(extra: &[&str]) -> (tempfile::TempDir, Proc, SocketAddr) {
     let dir = tempfile::tempdir().unwrap();
-    let mut flags = vec![
-        "--excel-workers",
-        "1",
-        "--pdf-workers",
-        "0",
-        "--ai-workers",
-        "0",
-    ];
-    flags.extend_from_slice(extra);
-    let (child, addr) = docproc_process("serve", dir.path(), &flags);
-    let addr: SocketAddr = addr.parse().expect("address");
-    common::wait_started(addr, false).await;
-    (dir, Proc(child), addr)
+    let (p, addr) = common::serve_process(dir.path(), extra).await;
+    (dir, p, addr)
 }
 
 /// Reads until the server closes the connection; the bytes it sent, and
@@ -200,17 +189,7 @@ async fn sigterm_drains_within_its_grace_whatever_clients_hold_open() {
         .unwrap()
         .success();
     assert!(ok);
-    let status = loop {
-        if let Some(s) = p.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "still running {:?} after SIGTERM",
-            start.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = common::exit_within(&mut p, 20).await;
     assert!(status.success(), "{status:?}");
     eprintln!("exited {:?} after SIGTERM", start.elapsed());
     // The stalled client is gone with the process.

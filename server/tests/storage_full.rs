@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{docproc_process, multipart, request, try_request, Proc};
+use common::{docproc_process, exit_within, multipart, request, try_request, Proc};
 
 /// A size-limited tmpfs mounted for the test, unmounted when dropped.
 struct SmallFs {
@@ -190,17 +190,7 @@ async fn a_full_disk_stops_serve_and_loses_nothing_it_acknowledged() {
         );
     }
     // The server stops on its own, with an error.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = p.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "docproc serve still running on a failed store (refused: {refused:?})"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = exit_within(&mut p, 60).await;
     assert!(
         !status.success(),
         "a failed store is a non-zero exit: {status:?}"
@@ -266,17 +256,7 @@ async fn a_failed_background_sync_stops_batch_writes_and_the_server() {
         "a write was acknowledged after the failed sync: {:?}",
         &answers[first..]
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = p.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "serve still running after a failed sync"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = exit_within(&mut p, 60).await;
     assert!(!status.success(), "{status:?}");
     eprintln!(
         "{} uploads answered 202 after the image filled, then {:?}",

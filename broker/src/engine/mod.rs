@@ -333,10 +333,11 @@ impl Broker {
     }
 
     /// Hands back every lease at once: queued again (ready, not waiting
-    /// for a timer), the interrupted delivery not counted as an attempt. For an owner that knows every lease died with its previous
-    /// run (the embedded queue of `docproc serve`, whose only consumers are
-    /// its own workers); a broker serving remote consumers must not call
-    /// it. Answers how many were handed back, once that is durable.
+    /// for a timer), the interrupted delivery not counted as an attempt.
+    /// For an owner that knows every lease died with its previous run (the
+    /// embedded queue of `docproc serve`, whose only consumers are its own
+    /// workers); a broker serving remote consumers must not call it.
+    /// Answers how many were handed back, once that is durable.
     pub async fn release_all_leases(&self) -> Result<usize> {
         let (n, durable) = self.transact(|st, tx| {
             let held: Vec<u64> = st.leases.iter().map(|&(_, id)| id).collect();

@@ -67,14 +67,15 @@ pub(super) async fn readyz(State(st): State<AppState>) -> Response {
     let unavailable = |code, message: String| {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message).into_response()
     };
-    if *st.closing.borrow() {
-        return unavailable("draining", "the server is shutting down".into());
-    }
+    // A failed store also shuts the server down: say why first.
     if let Some(reason) = st.queue.storage_failure().and_then(|f| f.borrow().clone()) {
         return unavailable(
             "storage_failed",
             format!("the queue's storage failed and takes no writes: {reason}"),
         );
+    }
+    if *st.closing.borrow() {
+        return unavailable("draining", "the server is shutting down".into());
     }
     match tokio::time::timeout(PROBE_TIMEOUT, st.queue.stats()).await {
         Ok(Ok(_)) => {

@@ -83,6 +83,39 @@ pub fn announced(mut command: Command) -> (Child, String) {
     (child, addr)
 }
 
+/// `docproc serve` on `dir` with one spreadsheet worker (no PDF or
+/// analysis workers) and `extra` flags, once it answers.
+pub async fn serve_process(dir: &std::path::Path, extra: &[&str]) -> (Proc, SocketAddr) {
+    let mut flags = vec![
+        "--excel-workers",
+        "1",
+        "--pdf-workers",
+        "0",
+        "--ai-workers",
+        "0",
+    ];
+    flags.extend_from_slice(extra);
+    let (child, addr) = docproc_process("serve", dir, &flags);
+    let addr: SocketAddr = addr.parse().expect("address");
+    wait_started(addr, false).await;
+    (Proc(child), addr)
+}
+
+/// Waits for the process to exit; panics after `secs`.
+pub async fn exit_within(p: &mut Proc, secs: u64) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(status) = p.0.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running {secs} s on"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A loopback port nothing listens on (now).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
