@@ -75,7 +75,7 @@ fn sniff(head: &[u8]) -> Option<Sniffed> {
     if head.starts_with(b"PK\x03\x04") {
         return Some(Sniffed::Zip);
     }
-    if head.starts_with(OLE) {
+    if head.starts_with(OLE) || super::sheet::biff::is_bare_biff(head) {
         return Some(Sniffed::Format(Format::Xls));
     }
     // PDF readers accept the header anywhere in the first KiB.
@@ -86,21 +86,27 @@ fn sniff(head: &[u8]) -> Option<Sniffed> {
     looks_like_csv(head).then_some(Sniffed::Format(Format::Csv))
 }
 
-/// Text (UTF-8, no NUL) whose first lines contain a separator.
+/// Text whose first lines contain a separator (`,` `;` tab `|`): UTF-8,
+/// UTF-16 or UTF-8 with a byte order mark, or single-byte text read as
+/// Windows-1252 — without control characters in any case.
 fn looks_like_csv(head: &[u8]) -> bool {
-    if head.is_empty() || head.contains(&0) {
+    if head.is_empty() {
+        return false;
+    }
+    let bom = encoding_rs::Encoding::for_bom(head).is_some();
+    if !bom && head.contains(&0) {
         return false;
     }
     let text = match std::str::from_utf8(head) {
-        Ok(t) => t,
+        Ok(t) => std::borrow::Cow::Borrowed(t),
         // A multi-byte character cut at the end of the sample is fine.
         Err(e) if e.error_len().is_none() => match std::str::from_utf8(&head[..e.valid_up_to()]) {
-            Ok(t) => t,
+            Ok(t) => std::borrow::Cow::Borrowed(t),
             Err(_) => return false,
         },
-        Err(_) => return false,
+        Err(_) => super::sheet::csv::decode(head),
     };
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     if text
         .chars()
         .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
@@ -109,7 +115,7 @@ fn looks_like_csv(head: &[u8]) -> bool {
     }
     text.lines()
         .take(5)
-        .any(|l| l.contains(',') || l.contains(';') || l.contains('\t'))
+        .any(|l| l.contains(',') || l.contains(';') || l.contains('\t') || l.contains('|'))
 }
 
 /// The largest central directory detection reads, in bytes.
@@ -244,7 +250,18 @@ mod tests {
             "control bytes are not text"
         );
         assert_eq!(sniffed(b""), None);
-        assert_eq!(sniffed(&[0xff, 0xfe, b',', 0]), None);
+        assert_eq!(sniffed(&[0xff, 0xfe, 0x01, 0x00, b',', 0x00]), None);
+        // UTF-16 with its byte order mark, and Windows-1252 text.
+        let utf16: Vec<u8> = [0xFF, 0xFE]
+            .into_iter()
+            .chain("a,b\n1,2\n".encode_utf16().flat_map(u16::to_le_bytes))
+            .collect();
+        assert_eq!(sniffed(&utf16), Some(Format::Csv));
+        assert_eq!(
+            sniffed(b"name;city\nK\xf6ln;M\xfcnchen\n"),
+            Some(Format::Csv)
+        );
+        assert_eq!(sniffed(b"a|b\n1|2\n"), Some(Format::Csv));
         // A cut multi-byte character at the end of the sample is still text.
         assert_eq!(sniffed(&"a,é".as_bytes()[..4]), Some(Format::Csv));
     }

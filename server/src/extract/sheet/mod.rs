@@ -1,9 +1,10 @@
-//! Spreadsheet extraction: xlsx, xlsm, xlsb, xls and ods with calamine, and
-//! CSV. Every sheet with its typed cells, merged ranges and detected tables.
+//! Spreadsheet extraction: xlsx, xlsm, xlsb, xls (BIFF5 and 8) and ods with
+//! calamine, Excel 2.x–4.0 with [`biff`], CSV with [`csv`]. Every sheet
+//! with its typed cells, merged ranges and detected tables.
 //!
-//! Output (`docproc.spreadsheet`, version 1):
+//! Output (`docproc.spreadsheet`, version 2):
 //! ```json
-//! { "schema": "docproc.spreadsheet", "version": 1, "format": "xlsx",
+//! { "schema": "docproc.spreadsheet", "version": 2, "format": "xlsx",
 //!   "sheets": [ { "name": "Sales", "index": 0, "rows": 3, "columns": 2,
 //!                 "origin": { "row": 0, "column": 0 },
 //!                 "cells": [["Region", "Total"], ["North", 12.5], ["South", null]],
@@ -13,13 +14,22 @@
 //! ```
 //! Cells are JSON numbers, strings, booleans or `null` (empty); dates are
 //! `{"date": "2024-03-01"}` or `{"date": "2024-03-01T12:30:00"}` (ISO 8601),
-//! durations `{"duration": seconds}` (or an ISO 8601 string), cell errors
-//! `{"error": "#DIV/0!"}`. Rows and columns are 0-based from `origin`.
+//! times of day `{"time": "06:34:00"}`, durations `{"duration": seconds}`,
+//! cell errors `{"error": "#DIV/0!"}` (see [`value`]). Version 2 brought
+//! times (version 1 wrote them as dates on 1899-12-31) and durations always
+//! in seconds. Rows and columns are 0-based from `origin`.
 //! A table is a block of rows between blank rows whose first row is all
 //! text (the header) followed by at least one data row; a column's type is
 //! the one kind its values share, or `mixed`.
 
-use std::io::{BufReader, Read};
+pub(crate) mod biff;
+#[cfg(test)]
+mod corpus;
+pub(crate) mod csv;
+mod gaps;
+mod value;
+
+use std::io::{BufReader, Cursor, Read, Seek};
 use std::path::Path;
 
 use calamine::{Data, Dimensions, Reader, Sheets};
@@ -27,6 +37,7 @@ use serde_json::{json, Map, Value};
 
 use super::detect::Format;
 use super::{ExtractError, Limits, Progress};
+use value::cell;
 
 /// Schema name of spreadsheet results.
 pub const SCHEMA: &str = "docproc.spreadsheet";
@@ -40,7 +51,8 @@ pub fn extract(
 ) -> Result<Value, ExtractError> {
     let sheets = match format {
         Format::Csv => {
-            let sheet = csv_sheet(path, limits)?;
+            let rows = csv::rows(path, limits)?;
+            let sheet = sheet("Sheet1", 0, (0, 0), rows, &[]);
             progress(1, 1, "sheets");
             vec![sheet]
         }
@@ -49,7 +61,7 @@ pub fn extract(
     };
     Ok(json!({
         "schema": SCHEMA,
-        "version": 1,
+        "version": 2,
         "format": format.as_str(),
         "sheets": sheets,
     }))
@@ -61,26 +73,65 @@ fn workbook(
     limits: &Limits,
     progress: Progress<'_>,
 ) -> Result<Vec<Value>, ExtractError> {
-    if format != Format::Xls {
+    if format == Format::Xls {
+        let mut head = [0u8; 8];
+        let n = std::fs::File::open(path)?.read(&mut head)?;
+        if biff::is_bare_biff(&head[..n]) {
+            return old_excel(path, limits, progress);
+        }
+    } else {
         super::check_zip(path, limits)?;
     }
+    let file = BufReader::new(std::fs::File::open(path)?);
+    let ods_merges = || match format {
+        Format::Ods => gaps::merges(path, limits),
+        _ => Ok(Vec::new()),
+    };
+    match read_workbook(file, format, limits, &mut *progress, ods_merges()?) {
+        // calamine trips over XML that Excel, LibreOffice and the reference
+        // readers take (see `gaps`): read a plain copy before refusing.
+        Err(ExtractError::Invalid(why))
+            if matches!(format, Format::Ods | Format::Xlsx | Format::Xlsm) =>
+        {
+            let retry = gaps::repaired(path, format, limits).and_then(|copy| {
+                read_workbook(Cursor::new(copy), format, limits, progress, ods_merges()?)
+            });
+            match retry {
+                Err(ExtractError::Invalid(_)) => Err(ExtractError::Invalid(why)),
+                other => other,
+            }
+        }
+        other => other,
+    }
+}
+
+/// Reads every worksheet of a workbook calamine opens from `rs`;
+/// `ods_merges` are an ODS file's merged ranges per table.
+fn read_workbook<RS: Read + Seek>(
+    rs: RS,
+    format: Format,
+    limits: &Limits,
+    progress: Progress<'_>,
+    ods_merges: Vec<Vec<Dimensions>>,
+) -> Result<Vec<Value>, ExtractError> {
     let bad = |e: &dyn std::fmt::Display| {
         ExtractError::Invalid(format!("cannot read the {} file: {e}", format.as_str()))
     };
-    let file = || -> Result<BufReader<std::fs::File>, ExtractError> {
-        Ok(BufReader::new(std::fs::File::open(path)?))
-    };
-    let mut wb: Sheets<_> = match format {
-        Format::Xls => Sheets::Xls(calamine::open_workbook_from_rs(file()?).map_err(|e| bad(&e))?),
-        Format::Xlsb => {
-            Sheets::Xlsb(calamine::open_workbook_from_rs(file()?).map_err(|e| bad(&e))?)
-        }
-        Format::Ods => Sheets::Ods(calamine::open_workbook_from_rs(file()?).map_err(|e| bad(&e))?),
-        _ => Sheets::Xlsx(calamine::open_workbook_from_rs(file()?).map_err(|e| bad(&e))?),
+    let mut wb: Sheets<RS> = match format {
+        Format::Xls => Sheets::Xls(calamine::open_workbook_from_rs(rs).map_err(|e| bad(&e))?),
+        Format::Xlsb => Sheets::Xlsb(calamine::open_workbook_from_rs(rs).map_err(|e| bad(&e))?),
+        Format::Ods => Sheets::Ods(calamine::open_workbook_from_rs(rs).map_err(|e| bad(&e))?),
+        _ => Sheets::Xlsx(calamine::open_workbook_from_rs(rs).map_err(|e| bad(&e))?),
     };
     let mut budget = limits.max_cells;
     let mut out = Vec::new();
-    let names = wb.sheet_names();
+    // Chart sheets hold no cells; openpyxl and xlrd leave them out too.
+    let names: Vec<String> = wb
+        .sheets_metadata()
+        .iter()
+        .filter(|s| s.typ != calamine::SheetType::ChartSheet)
+        .map(|s| s.name.clone())
+        .collect();
     for (index, name) in names.iter().cloned().enumerate() {
         let (origin, rows) = match &mut wb {
             // Streamed, so a sheet's extent is checked before any grid exists.
@@ -112,10 +163,31 @@ fn workbook(
         let merged = match &mut wb {
             Sheets::Xlsx(x) => x.merge_cells_by_sheet_name(&name).unwrap_or_default(),
             Sheets::Xls(x) => x.merge_cells_by_sheet_name(&name).unwrap_or_default(),
-            _ => Vec::new(),
+            Sheets::Ods(_) => ods_merges.get(index).cloned().unwrap_or_default(),
+            Sheets::Xlsb(_) => Vec::new(),
         };
         out.push(sheet(&name, index, origin, rows, &merged));
         progress(index + 1, names.len(), "sheets");
+    }
+    Ok(out)
+}
+
+/// An Excel 2.x–4.0 file (a bare BIFF2–4 stream), read by [`biff`]; its
+/// cells are charged to the same budget as every other workbook's.
+fn old_excel(
+    path: &Path,
+    limits: &Limits,
+    progress: Progress<'_>,
+) -> Result<Vec<Value>, ExtractError> {
+    let data = std::fs::read(path)?;
+    let sheets = biff::read(&data, limits)?;
+    let (mut budget, total) = (limits.max_cells, sheets.len());
+    let mut out = Vec::new();
+    for (index, s) in sheets.into_iter().enumerate() {
+        let mut cells = s.cells.into_iter();
+        let (origin, rows) = streamed(&s.name, &mut budget, limits, || Ok(cells.next()))?;
+        out.push(sheet(&s.name, index, origin, rows, &[]));
+        progress(index + 1, total, "sheets");
     }
     Ok(out)
 }
@@ -205,46 +277,6 @@ fn sheet(
     })
 }
 
-fn text(s: &str, limits: &Limits) -> Value {
-    if s.len() <= limits.max_cell_text {
-        return Value::String(s.to_string());
-    }
-    let mut end = limits.max_cell_text;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    Value::String(format!("{}…", &s[..end]))
-}
-
-fn number(f: f64) -> Value {
-    serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
-}
-
-fn cell(c: &Data, limits: &Limits) -> Value {
-    match c {
-        Data::Empty => Value::Null,
-        Data::Int(i) => json!(i),
-        Data::Float(f) => number(*f),
-        Data::String(s) => text(s, limits),
-        Data::Bool(b) => json!(b),
-        Data::DateTime(dt) if dt.is_duration() => json!({ "duration": dt.as_f64() * 86_400.0 }),
-        Data::DateTime(dt) => {
-            let (y, mo, d, h, mi, s, ms) = dt.to_ymd_hms_milli();
-            let date = if dt.as_f64().fract() == 0.0 {
-                format!("{y:04}-{mo:02}-{d:02}")
-            } else if ms > 0 {
-                format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}")
-            } else {
-                format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}")
-            };
-            json!({ "date": date })
-        }
-        Data::DateTimeIso(s) => json!({ "date": s }),
-        Data::DurationIso(s) => json!({ "duration": s }),
-        Data::Error(e) => json!({ "error": e.to_string() }),
-    }
-}
-
 /// The kind of a cell value, as column types name it.
 fn kind(v: &Value) -> Option<&'static str> {
     match v {
@@ -253,6 +285,7 @@ fn kind(v: &Value) -> Option<&'static str> {
         Value::String(_) => Some("text"),
         Value::Bool(_) => Some("bool"),
         Value::Object(o) if o.contains_key("date") => Some("date"),
+        Value::Object(o) if o.contains_key("time") => Some("time"),
         Value::Object(o) if o.contains_key("duration") => Some("duration"),
         _ => Some("error"),
     }
@@ -317,73 +350,6 @@ fn tables(rows: &[Vec<Value>]) -> Vec<Value> {
     out
 }
 
-/// One sheet from delimited text; the separator is the most frequent of
-/// `,` `;` and tab in the first line. Numbers and booleans are typed.
-fn csv_sheet(path: &Path, limits: &Limits) -> Result<Value, ExtractError> {
-    let mut first = Vec::new();
-    std::fs::File::open(path)?
-        .take(64 * 1024)
-        .read_to_end(&mut first)?;
-    let line = first.split(|&b| b == b'\n').next().unwrap_or(&[]);
-    let delimiter = [b',', b';', b'\t']
-        .into_iter()
-        .max_by_key(|d| line.iter().filter(|&&b| b == *d).count())
-        .unwrap_or(b',');
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .delimiter(delimiter)
-        .from_path(path)
-        .map_err(|e| ExtractError::Invalid(format!("cannot read the CSV file: {e}")))?;
-    let mut rows = Vec::new();
-    let mut cells = 0usize;
-    for record in reader.byte_records() {
-        let record =
-            record.map_err(|e| ExtractError::Invalid(format!("cannot read the CSV file: {e}")))?;
-        cells += record.len();
-        if cells > limits.max_cells {
-            return Err(ExtractError::Limit(format!(
-                "the CSV file has more than {} cells",
-                limits.max_cells
-            )));
-        }
-        let row: Vec<Value> = record
-            .iter()
-            .map(|field| {
-                let s = String::from_utf8_lossy(field);
-                let s = s.trim_start_matches('\u{feff}');
-                csv_cell(s, limits)
-            })
-            .collect();
-        rows.push(row);
-    }
-    Ok(sheet("Sheet1", 0, (0, 0), rows, &[]))
-}
-
-fn csv_cell(s: &str, limits: &Limits) -> Value {
-    let t = s.trim();
-    if t.is_empty() {
-        return Value::Null;
-    }
-    // Leading zeros are identifiers (zip codes, account numbers), not numbers.
-    let leading_zero = t.len() > 1 && t.starts_with('0') && !t.starts_with("0.");
-    if !leading_zero {
-        if let Ok(i) = t.parse::<i64>() {
-            return json!(i);
-        }
-        if let Ok(f) = t.parse::<f64>() {
-            if f.is_finite() && t.chars().any(|c| c.is_ascii_digit()) {
-                return number(f);
-            }
-        }
-    }
-    match t.to_ascii_lowercase().as_str() {
-        "true" => Value::Bool(true),
-        "false" => Value::Bool(false),
-        _ => text(s, limits),
-    }
-}
-
 /// Counts of a spreadsheet result, for job summaries.
 pub fn summary(result: &Value) -> Value {
     let sheets = result["sheets"].as_array().map_or(&[][..], Vec::as_slice);
@@ -410,25 +376,99 @@ pub fn summary(result: &Value) -> Value {
 mod tests {
     use super::*;
 
-    #[test]
-    fn csv_cells_are_typed() {
-        let l = Limits::default();
-        assert_eq!(csv_cell("42", &l), json!(42));
-        assert_eq!(csv_cell("-1.5", &l), json!(-1.5));
-        assert_eq!(csv_cell("00123", &l), json!("00123"));
-        assert_eq!(csv_cell("TRUE", &l), json!(true));
-        assert_eq!(csv_cell("", &l), Value::Null);
-        assert_eq!(csv_cell("inf", &l), json!("inf"));
-        assert_eq!(csv_cell("Malmö", &l), json!("Malmö"));
+    fn read(path: &Path, format: Format) -> Value {
+        extract(path, format, &Limits::default(), &mut |_, _, _| {}).unwrap()
     }
 
+    /// Times of day, elapsed durations, dates and OOXML character escapes,
+    /// in an xlsx the test writes.
     #[test]
-    fn long_text_is_cut_on_a_character_boundary() {
-        let l = Limits {
-            max_cell_text: 4,
-            ..Limits::default()
-        };
-        assert_eq!(text("ééé", &l), json!("éé…"));
+    fn xlsx_times_durations_dates_and_escapes() {
+        use rust_xlsxwriter::{Format as F, Workbook};
+        let dir = tempfile::tempdir().unwrap();
+        // rust_xlsxwriter writes the 1900 system only; the 1904 one is
+        // checked in `value` and on the corpus (Test1904.xls and its BIFF5 twin).
+        let mut wb = Workbook::new();
+        let ws = wb.add_worksheet();
+        let hms = F::new().set_num_format("hh:mm:ss");
+        let elapsed = F::new().set_num_format("[h]:mm:ss");
+        let date = F::new().set_num_format("yyyy-mm-dd");
+        ws.write_number_with_format(0, 0, 0.2736111111111111, &hms)
+            .unwrap();
+        ws.write_number_with_format(0, 1, 0.0, &hms).unwrap();
+        ws.write_number_with_format(0, 2, 1.5, &elapsed).unwrap();
+        ws.write_number_with_format(0, 3, 45352.0, &date).unwrap();
+        ws.write_number_with_format(0, 4, 2.25, &date).unwrap();
+        ws.write_string(1, 0, "form\u{c}feed").unwrap();
+        ws.write_string(1, 1, "_x000D_ stays").unwrap();
+        let path = dir.path().join("t.xlsx");
+        wb.save(&path).unwrap();
+        let res = read(&path, Format::Xlsx);
+        let cells = &res["sheets"][0]["cells"];
+        assert_eq!(cells[0][0], json!({"time": "06:34:00"}));
+        assert_eq!(cells[0][1], json!({"time": "00:00:00"}));
+        assert_eq!(cells[0][2], json!({"duration": 129600.0}));
+        assert_eq!(cells[0][3], json!({"date": "2024-03-01"}));
+        assert_eq!(cells[0][4], json!({"date": "1900-01-02T06:00:00"}));
+        assert_eq!(cells[1][0], json!("form\u{c}feed"));
+        assert_eq!(cells[1][1], json!("_x000D_ stays"));
+    }
+
+    /// ODS as KSpread writes it (indented XML between cells) with a merged
+    /// range: read through the plain copy, the merge from `content.xml`.
+    #[test]
+    fn indented_ods_with_merges() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.ods");
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+        let o = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        zip.start_file("mimetype", o).unwrap();
+        zip.write_all(b"application/vnd.oasis.opendocument.spreadsheet")
+            .unwrap();
+        zip.start_file("META-INF/manifest.xml", o).unwrap();
+        zip.write_all(br#"<?xml version="1.0" encoding="UTF-8"?>
+<manifest:manifest xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0">
+ <manifest:file-entry manifest:full-path="/" manifest:media-type="application/vnd.oasis.opendocument.spreadsheet"/>
+ <manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/>
+</manifest:manifest>"#).unwrap();
+        zip.start_file("content.xml", o).unwrap();
+        zip.write_all(
+            br#"<?xml version="1.0" encoding="UTF-8"?>
+<office:document-content xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0">
+ <office:body>
+  <office:spreadsheet>
+   <table:table table:name="Sheet1">
+    <table:table-row>
+     <table:table-cell office:value-type="float" office:value="3" table:number-columns-spanned="2">
+      <text:p>3</text:p>
+     </table:table-cell>
+     <table:covered-table-cell/>
+     <table:table-cell office:value-type="string">
+      <text:p>a  b</text:p>
+     </table:table-cell>
+    </table:table-row>
+    <table:table-row>
+     <table:table-cell office:value-type="time" office:time-value="PT06H34M00S">
+      <text:p>06:34</text:p>
+     </table:table-cell>
+    </table:table-row>
+   </table:table>
+  </office:spreadsheet>
+ </office:body>
+</office:document-content>"#,
+        )
+        .unwrap();
+        zip.finish().unwrap();
+        let res = read(&path, Format::Ods);
+        let sheet = &res["sheets"][0];
+        assert_eq!(sheet["cells"][0], json!([3.0, null, "a  b"]));
+        assert_eq!(sheet["cells"][1][0], json!({"time": "06:34:00"}));
+        assert_eq!(
+            sheet["merged"],
+            json!([{"first_row": 0, "first_column": 0, "last_row": 0, "last_column": 1}])
+        );
     }
 
     #[test]
