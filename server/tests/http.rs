@@ -41,7 +41,7 @@ async fn xlsx_upload_is_processed_to_json_and_html() {
     let res = res.json();
     assert_eq!(
         (res["schema"].clone(), res["version"].clone()),
-        (json!("docproc.spreadsheet"), json!(1))
+        (json!("docproc.spreadsheet"), json!(2))
     );
     assert_eq!(res["format"], "xlsx");
     let sales = &res["sheets"][0];
