@@ -26,4 +26,5 @@ pub mod queue;
 pub mod results;
 pub mod serve;
 pub mod settings;
+pub mod time;
 pub mod worker;

@@ -5,6 +5,8 @@
 //! fails its own job, never the server.
 
 pub mod detect;
+#[cfg(test)]
+mod fidelity;
 pub mod html;
 pub mod markdown;
 pub mod pdf;

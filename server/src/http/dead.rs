@@ -192,7 +192,7 @@ pub(super) async fn remove(
         .write_meta(
             &r.job.job_id,
             DELETED,
-            &json!({ "deleted_at_ms": crate::notify::now_ms() }),
+            &json!({ "deleted_at_ms": crate::time::now_ms() }),
         )
         .await
         .map_err(ApiError::internal)?;

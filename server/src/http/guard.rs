@@ -254,7 +254,7 @@ fn request_id(headers: &HeaderMap) -> String {
         .map(str::to_string)
         .unwrap_or_else(|| {
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            format!("{:x}-{n}", crate::notify::now_ms() / 1000)
+            format!("{:x}-{n}", crate::time::now_ms() / 1000)
         })
 }
 

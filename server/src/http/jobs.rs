@@ -11,10 +11,11 @@ use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use super::guard::{sees, Caller};
-use super::{rfc3339, ApiError, AppState};
+use super::{ApiError, AppState};
 use crate::notify::{email, webhook, Targets};
 use crate::queue::{CancelOutcome, JobId, JobRecord, JobStatus, ListQuery, QueueError};
 use crate::results::{Artifact, Opened};
+use crate::time::rfc3339;
 use crate::worker::ExtractPayload;
 use axum::Extension;
 

@@ -11,11 +11,12 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{begin, now_ms, NotifyError, Sourced};
+use super::{begin, NotifyError, Sourced};
 use crate::config::job_types;
-use crate::http::rfc3339;
 use crate::queue::{Job, JobId, JobRecord, JobStatus, Lease, NewJob, Queue};
 use crate::results::ResultStore;
+use crate::time::now_ms;
+use crate::time::rfc3339;
 
 /// Mail settings (part of [`NotifyConfig`](super::NotifyConfig); no mail
 /// unless set).

@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use futures::StreamExt;
@@ -175,17 +175,10 @@ pub struct Registration {
 /// How many events the enrichment reads ahead (`get`s in flight).
 const ENRICH_AHEAD: usize = 32;
 
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 impl Hub {
     /// A hub over `queue`; call [`Hub::run`] to feed it.
     pub fn new(queue: Arc<dyn Queue>, cfg: HubConfig) -> Self {
-        let first = now_secs() << 20;
+        let first = (crate::time::now_ms() / 1000) << 20;
         Self {
             shared: Arc::new(Shared {
                 queue,
@@ -651,7 +644,7 @@ pub fn status_frame(
         "error": ev.error,
         "result": result,
         "worker_id": ev.worker_id,
-        "at": crate::http::rfc3339(ev.at_ms),
+        "at": crate::time::rfc3339(ev.at_ms),
         "at_ms": ev.at_ms,
     })
 }

@@ -15,11 +15,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::ssrf::{Allowlist, Guard, SsrfError};
-use super::{begin, now_ms, NotifyError, Sourced};
+use super::{begin, NotifyError, Sourced};
 use crate::config::job_types;
-use crate::http::rfc3339;
 use crate::queue::{Job, JobId, JobRecord, Lease, NewJob, RetryPolicy};
 use crate::results::ResultStore;
+use crate::time::{now_ms, rfc3339};
 
 /// Webhook settings (part of [`NotifyConfig`](super::NotifyConfig)).
 #[derive(Debug, Clone)]

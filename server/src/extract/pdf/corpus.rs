@@ -3,12 +3,12 @@
 //! into `DOCPROC_PDF_CORPUS`), as token F1 per file and per page.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use unicode_normalization::UnicodeNormalization;
 
-use crate::extract::Limits;
+use crate::extract::{fidelity, Limits};
 
 /// The goal (issue 14): a mean token F1 of 98 % and 95 % for every file.
 const TARGET_MEAN_F1: f64 = 0.98;
@@ -73,19 +73,6 @@ pub(crate) fn f1(ours: &str, reference: &str) -> f64 {
     2.0 * p * r / (p + r)
 }
 
-fn corpus_dir() -> Option<PathBuf> {
-    match std::env::var_os("DOCPROC_PDF_CORPUS") {
-        Some(d) => Some(PathBuf::from(d)),
-        None => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "DOCPROC_PDF_CORPUS is not set: make test fetches the corpus (scripts/fetch-corpus.sh pdf)"
-            );
-            None
-        }
-    }
-}
-
 fn pdftotext(path: &Path) -> Option<Vec<String>> {
     let out = Command::new("pdftotext")
         .args(["-enc", "UTF-8"])
@@ -120,21 +107,11 @@ fn token_f1_counts_cjk_characters_and_multisets() {
 
 #[test]
 fn corpus_matches_pdftotext() {
-    let Some(dir) = corpus_dir() else {
+    let Some(dir) = fidelity::env_path("DOCPROC_PDF_CORPUS") else {
         eprintln!("skipped: DOCPROC_PDF_CORPUS not set (not CI)");
         return;
     };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("the corpus folder")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "pdf"))
-        .collect();
-    files.sort();
-    assert!(
-        files.len() >= 40,
-        "the corpus has {} PDFs; the manifest lists more",
-        files.len()
-    );
+    let files = fidelity::files(&dir, |p| p.extension().is_some_and(|e| e == "pdf"), 40);
     let only = std::env::var("DOCPROC_PDF_ONLY").ok();
     let limits = Limits::default();
     let mut scores = Vec::new();

@@ -136,7 +136,6 @@ fn rk(v: u32) -> f64 {
 /// The reading state of one stream.
 struct Reader<'a> {
     limits: &'a Limits,
-    version: u16,
     encoding: &'static Encoding,
     is_1904: bool,
     formats: Vec<Kind>,
@@ -145,6 +144,10 @@ struct Reader<'a> {
     /// The XF index an IXFE record gave the next BIFF2 cell.
     ixfe: Option<usize>,
     names: Vec<String>,
+    /// Substreams begun (each sheet of a workbook has one).
+    substreams: usize,
+    /// Whether the current substream is a worksheet, whose cells are kept.
+    in_worksheet: bool,
     sheets: Vec<Sheet>,
     cells: usize,
     /// A formula whose string result follows in a STRING record.
@@ -155,13 +158,14 @@ struct Reader<'a> {
 pub(super) fn read(data: &[u8], limits: &Limits) -> Result<Vec<Sheet>, ExtractError> {
     let mut r = Reader {
         limits,
-        version: 2,
         encoding: encoding_rs::WINDOWS_1252,
         is_1904: false,
         formats: Vec::new(),
         xf_formats: Vec::new(),
         ixfe: None,
         names: Vec::new(),
+        substreams: 0,
+        in_worksheet: false,
         sheets: Vec::new(),
         cells: 0,
         pending: None,
@@ -200,17 +204,21 @@ impl Reader<'_> {
         let short = || ExtractError::Invalid(format!("BIFF record {id:#06x} is too short"));
         match id {
             0x0009 | 0x0209 | 0x0409 => {
-                self.version = match id {
-                    0x0009 => 2,
-                    0x0209 => 3,
-                    _ => 4,
-                };
-                if u16_at(b, 2).ok_or_else(short)? == 0x0010 {
+                // A BIFF4 workbook's globals, then one substream per
+                // BOUNDSHEET, in order: worksheets, charts, macro sheets.
+                let ty = u16_at(b, 2).ok_or_else(short)?;
+                if ty == 0x0100 {
+                    return Ok(());
+                }
+                self.substreams += 1;
+                self.in_worksheet = ty == 0x0010;
+                if self.in_worksheet {
+                    let n = self.substreams;
                     let name = self
                         .names
-                        .get(self.sheets.len())
+                        .get(n - 1)
                         .cloned()
-                        .unwrap_or_else(|| format!("Sheet {}", self.sheets.len() + 1));
+                        .unwrap_or_else(|| format!("Sheet {n}"));
                     self.sheets.push(Sheet {
                         name,
                         cells: Vec::new(),
@@ -338,6 +346,9 @@ impl Reader<'_> {
                 self.limits.max_cells
             )));
         }
+        if !self.in_worksheet {
+            return Ok(());
+        }
         if let Some(sheet) = self.sheets.last_mut() {
             sheet.cells.push((pos, value));
         }
@@ -450,8 +461,8 @@ mod tests {
         assert_eq!(cells[6], ((2, 1), Data::String("ok".into())));
     }
 
-    /// A BIFF4 workbook of two worksheets, cells as RK and LABEL with XF
-    /// formats, in the 1904 system.
+    /// A BIFF4 workbook of two worksheets and a chart sheet, cells as RK
+    /// and LABEL with XF formats, in the 1904 system.
     #[test]
     fn reads_a_biff4_workbook() {
         let mut s = rec(0x0409, &[0x00, 0x04, 0x00, 0x01, 0, 0]);
@@ -461,10 +472,15 @@ mod tests {
         s.extend(rec(0x0443, &[0, 0, 0, 0]));
         s.extend(rec(0x0443, &[0, 1, 0, 0]));
         s.extend(rec(0x008F, b"\x05First"));
+        s.extend(rec(0x008F, b"\x05Chart"));
         s.extend(rec(0x008F, b"\x06Second"));
         s.extend(rec(0x000A, &[]));
         s.extend(rec(0x0409, &[0x00, 0x04, 0x10, 0x00, 0, 0]));
         s.extend(rec(0x027E, &cell_head(0, 0, &[0, 0, 0x4B, 0x13, 0, 0])));
+        s.extend(rec(0x000A, &[]));
+        // A chart sheet between them: not a worksheet, its records not cells.
+        s.extend(rec(0x0409, &[0x00, 0x04, 0x20, 0x00, 0, 0]));
+        s.extend(rec(0x027E, &cell_head(9, 9, &[0, 0, 0x4B, 0x13, 0, 0])));
         s.extend(rec(0x000A, &[]));
         s.extend(rec(0x0409, &[0x00, 0x04, 0x10, 0x00, 0, 0]));
         let mut t = cell_head(3, 2, &[1, 0]);

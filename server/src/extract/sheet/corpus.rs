@@ -6,28 +6,15 @@
 //! cell must be equal and the sheets named and ordered alike.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
 
-use crate::extract::{detect, ExtractError, Format, Limits};
+use crate::extract::{detect, fidelity, ExtractError, Format, Limits};
 
 /// The share of cells that must be equal in every file (issue 15: all).
 const MIN_FILE_ACCURACY: f64 = 1.0;
-
-fn env_path(var: &str) -> Option<PathBuf> {
-    match std::env::var_os(var) {
-        Some(d) => Some(PathBuf::from(d)),
-        None => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{var} is not set: make test fetches the corpus and makes the oracle's virtualenv"
-            );
-            None
-        }
-    }
-}
 
 /// The reference reader's view of a file (see the script's header).
 fn oracle(python: &Path, format: Format, path: &Path) -> Value {
@@ -45,18 +32,6 @@ fn oracle(python: &Path, format: Format, path: &Path) -> Value {
             String::from_utf8_lossy(&out.stderr)
         )
     })
-}
-
-/// Days from 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
-/// `days_from_civil`).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// Fraction of a day of `HH:MM:SS[.mmm]`.
@@ -89,7 +64,7 @@ fn serials(ours: &Value) -> Vec<f64> {
     else {
         return Vec::new();
     };
-    let days = days_from_civil(y, m, dd);
+    let days = crate::time::days_from_civil(y, m, dd);
     let frac = day_fraction(time).unwrap_or(0.0);
     let s1900 = (days + 25_569) as f64 - if days + 25_569 <= 60 { 1.0 } else { 0.0 };
     vec![s1900 + frac, (days + 24_107) as f64 + frac]
@@ -251,22 +226,13 @@ fn serials_of_our_dates() {
 #[test]
 fn corpus_matches_the_reference_readers() {
     let (Some(dir), Some(python)) = (
-        env_path("DOCPROC_SHEET_CORPUS"),
-        env_path("DOCPROC_SHEET_ORACLE"),
+        fidelity::env_path("DOCPROC_SHEET_CORPUS"),
+        fidelity::env_path("DOCPROC_SHEET_ORACLE"),
     ) else {
         eprintln!("skipped: DOCPROC_SHEET_CORPUS / DOCPROC_SHEET_ORACLE not set (not CI)");
         return;
     };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("the corpus folder")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    files.sort();
-    assert!(
-        files.len() >= 30,
-        "the corpus has {} files; the manifest lists more",
-        files.len()
-    );
+    let files = fidelity::files(&dir, |_| true, 30);
     let only = std::env::var("DOCPROC_SHEET_ONLY").ok();
     let limits = Limits::default();
     let (mut failures, mut refused_by_reference) = (Vec::new(), 0);

@@ -22,18 +22,20 @@ fn bad(e: impl std::fmt::Display) -> ExtractError {
     ExtractError::Invalid(format!("cannot read the file: {e}"))
 }
 
-/// An entry of a zip already checked by `check_zip`, read whole.
+/// Entry `i` of a zip read whole, charged to `budget` (what the whole
+/// file may still inflate to: an entry's declared size is not trusted).
 fn entry(
     zip: &mut zip::ZipArchive<impl Read + std::io::Seek>,
     i: usize,
-    limits: &Limits,
+    budget: &mut u64,
 ) -> Result<(String, Vec<u8>), ExtractError> {
     let mut e = zip.by_index(i).map_err(bad)?;
     let name = e.name().map_err(bad)?.into_owned();
     let mut data = Vec::new();
-    (&mut e)
-        .take(limits.max_zip_uncompressed)
-        .read_to_end(&mut data)?;
+    (&mut e).take(*budget + 1).read_to_end(&mut data)?;
+    *budget = budget
+        .checked_sub(data.len() as u64)
+        .ok_or_else(|| ExtractError::Limit("the file inflates past its limit".into()))?;
     Ok((name, data))
 }
 
@@ -53,8 +55,11 @@ pub(super) fn merges(path: &Path, limits: &Limits) -> Result<Vec<Vec<Dimensions>
     let Some(i) = zip.index_for_name("content.xml") else {
         return Ok(Vec::new());
     };
-    let (_, xml) = entry(&mut zip, i, limits)?;
-    let mut reader = Reader::from_reader(xml.as_slice());
+    // Streamed: content.xml can be most of the file.
+    let content = zip.by_index(i).map_err(bad)?;
+    let mut reader = Reader::from_reader(std::io::BufReader::new(
+        content.take(limits.max_zip_uncompressed),
+    ));
     let (mut out, mut kept): (Vec<Vec<Dimensions>>, usize) = (Vec::new(), 0);
     let (mut row, mut col, mut row_repeat) = (0u32, 0u32, 1u32);
     let mut buf = Vec::new();
@@ -124,8 +129,9 @@ pub(super) fn repaired(
     let stored = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Stored)
         .large_file(true);
+    let mut budget = limits.max_zip_uncompressed;
     for i in 0..zip.len() {
-        let (name, data) = entry(&mut zip, i, limits)?;
+        let (name, data) = entry(&mut zip, i, &mut budget)?;
         let data = match format {
             Format::Ods if name == "content.xml" => plain(
                 &data,

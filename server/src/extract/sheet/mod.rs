@@ -83,18 +83,18 @@ fn workbook(
         super::check_zip(path, limits)?;
     }
     let file = BufReader::new(std::fs::File::open(path)?);
-    let ods_merges = || match format {
-        Format::Ods => gaps::merges(path, limits),
-        _ => Ok(Vec::new()),
+    let merges = match format {
+        Format::Ods => gaps::merges(path, limits)?,
+        _ => Vec::new(),
     };
-    match read_workbook(file, format, limits, &mut *progress, ods_merges()?) {
+    match read_workbook(file, format, limits, &mut *progress, &merges) {
         // calamine trips over XML that Excel, LibreOffice and the reference
         // readers take (see `gaps`): read a plain copy before refusing.
         Err(ExtractError::Invalid(why))
             if matches!(format, Format::Ods | Format::Xlsx | Format::Xlsm) =>
         {
             let retry = gaps::repaired(path, format, limits).and_then(|copy| {
-                read_workbook(Cursor::new(copy), format, limits, progress, ods_merges()?)
+                read_workbook(Cursor::new(copy), format, limits, progress, &merges)
             });
             match retry {
                 Err(ExtractError::Invalid(_)) => Err(ExtractError::Invalid(why)),
@@ -112,7 +112,7 @@ fn read_workbook<RS: Read + Seek>(
     format: Format,
     limits: &Limits,
     progress: Progress<'_>,
-    ods_merges: Vec<Vec<Dimensions>>,
+    ods_merges: &[Vec<Dimensions>],
 ) -> Result<Vec<Value>, ExtractError> {
     let bad = |e: &dyn std::fmt::Display| {
         ExtractError::Invalid(format!("cannot read the {} file: {e}", format.as_str()))

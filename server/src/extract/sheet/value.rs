@@ -31,6 +31,7 @@ pub(crate) fn cell(c: &Data, limits: &Limits) -> Value {
         Data::String(s) => text(s, limits),
         Data::Bool(b) => json!(b),
         Data::DateTime(dt) => {
+            // calamine keeps the date system private; equality tells it.
             let is_1904 = *dt == ExcelDateTime::new(dt.as_f64(), kind_of(dt), true);
             serial(dt.as_f64(), is_1904, dt.is_duration())
         }
@@ -67,7 +68,7 @@ pub(crate) fn serial(value: f64, is_1904: bool, duration: bool) -> Value {
         (false, true) => -25_568,  // 1899-12-31: serial 1 is 1900-01-01
         (false, false) => -25_569, // 1899-12-30: past the phantom 1900-02-29
     };
-    let (y, m, d) = civil(epoch + days);
+    let (y, m, d) = crate::time::civil_from_days(epoch + days);
     let date = format!("{y:04}-{m:02}-{d:02}");
     if ms == 0 {
         json!({ "date": date })
@@ -84,20 +85,6 @@ fn time_of_day(ms: i64) -> String {
     } else {
         format!("{h:02}:{m:02}:{s:02}.{milli:03}")
     }
-}
-
-/// Year, month and day of a count of days from 1970-01-01 (proleptic
-/// Gregorian; H. Hinnant's `civil_from_days`).
-fn civil(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 /// An ODS `office:date-value` (`2024-03-01`, `2024-03-01T12:30:00.5`)

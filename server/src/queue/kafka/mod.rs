@@ -72,11 +72,7 @@ const JOIN_WAIT: Duration = Duration::from_secs(15);
 /// Longest an idle consumer waits before looking again.
 const IDLE_POLL: Duration = Duration::from_millis(100);
 
-pub(super) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub(super) use crate::time::now_ms;
 
 /// Settings from the URL.
 pub(crate) struct Settings {
