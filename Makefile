@@ -3,13 +3,14 @@ SHELL := /bin/bash
 CARGO ?= cargo
 DATA_DIR ?= ./data
 
-.PHONY: run broker test bench fuzz bootstrap corpus services build fmt lint clean
+.PHONY: run broker test bench fuzz fuzz-smoke bootstrap corpus services build fmt lint clean
 
 # Tests of real services read these; `make services` makes sure Redis
 # answers, and scripts/with-services.sh also starts a Kafka-protocol broker.
 export REDIS_URL ?= redis://127.0.0.1:6379
-# Built and tested everywhere, kept optional for users: the Kafka adapter.
-FEATURES ?= docproc-server/kafka,docproc-tests/kafka
+# Built and tested everywhere: the Redis adapter (on by default) and the
+# Kafka adapter (optional for users: it builds librdkafka).
+FEATURES ?= docproc-server/redis,docproc-server/kafka,docproc-tests/redis,docproc-tests/kafka
 
 ## Start the processing server on the embedded broker (HTTP 127.0.0.1:8080, data in ./data).
 run: bootstrap
@@ -54,16 +55,23 @@ bench: bootstrap corpus
 ## starts from the fidelity corpus. Crashes land in fuzz/artifacts/.
 FUZZ_SECS ?= 60
 FUZZ_TARGET_DIR ?= $(HOME)/.cache/docproc/fuzz-target
+FUZZ_TARGETS ?= $$($(CARGO) fuzz list)
+FUZZ_FEATURES ?= --features broker
 fuzz: bootstrap corpus
 	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --version 0.13.2 --locked
-	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz build --sanitizer none --target-dir $(FUZZ_TARGET_DIR)
-	cd fuzz && for t in $$($(CARGO) fuzz list); do \
+	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz build --sanitizer none $(FUZZ_FEATURES) --target-dir $(FUZZ_TARGET_DIR)
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
 		mkdir -p corpus/$$t; seeds=""; \
 		[ $$t = pdf ] && seeds=$$(../scripts/fetch-corpus.sh pdf); \
 		echo "fuzz: $$t for $(FUZZ_SECS) s"; \
-		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --sanitizer none --target-dir $(FUZZ_TARGET_DIR) $$t corpus/$$t $$seeds -- \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --sanitizer none $(FUZZ_FEATURES) --target-dir $(FUZZ_TARGET_DIR) $$t corpus/$$t $$seeds -- \
 			-max_total_time=$(FUZZ_SECS) -max_len=262144 -rss_limit_mb=4096 -timeout=20 || exit 1; \
 	done
+
+## What CI fuzzes: the extractor targets (no RocksDB in their build) for
+## 20 seconds each.
+fuzz-smoke:
+	$(MAKE) fuzz FUZZ_SECS=20 FUZZ_TARGETS="detect csv pdf" FUZZ_FEATURES=
 
 ## Lints as CI expects them.
 lint:

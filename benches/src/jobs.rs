@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use docproc_server::queue::{self, ConsumeOptions, NewJob};
+use docproc_queue::{self as queue, ConsumeOptions, NewJob};
 use futures::StreamExt;
 use serde_json::json;
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use docproc_server::extract::{self, Format, Limits};
+use docproc_extract::{self as extract, Format, Limits};
 
 use crate::Row;
 

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use docproc_server::queue::{self, ConsumeOptions, NewJob};
+use docproc_queue::{self as queue, ConsumeOptions, NewJob};
 use futures::StreamExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;

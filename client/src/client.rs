@@ -10,9 +10,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
-use crate::consumer::{Consumer, ConsumerOptions};
 use crate::error::{Error, Result};
-use crate::producer::{Producer, ProducerOptions};
 
 /// A message to produce, built with chained setters.
 #[derive(Debug, Clone, Default)]
@@ -239,16 +237,6 @@ impl Client {
             messages: msgs.into_iter().map(|m| m.0).collect(),
         };
         Ok(self.rpc.clone().produce(req).await?.into_inner())
-    }
-
-    /// A batching producer; see [`ProducerOptions`].
-    pub fn producer(&self, opts: ProducerOptions) -> Producer {
-        Producer::new(self.clone(), opts)
-    }
-
-    /// A stream of deliveries from `queue`; see [`ConsumerOptions`].
-    pub fn consume(&self, queue: &str, opts: ConsumerOptions) -> Consumer {
-        Consumer::new(self.clone(), queue.to_string(), opts)
     }
 
     /// Leases up to `max` messages, waiting up to `wait` for the first.

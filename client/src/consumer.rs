@@ -16,6 +16,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::client::Client;
 use crate::error::{Error, Result};
 
+impl Client {
+    /// A stream of deliveries from `queue`; see [`ConsumerOptions`].
+    pub fn consume(&self, queue: &str, opts: ConsumerOptions) -> Consumer {
+        Consumer::new(self.clone(), queue.to_string(), opts)
+    }
+}
+
 /// Settings of a [`Consumer`].
 #[derive(Debug, Clone)]
 pub struct ConsumerOptions {

@@ -34,6 +34,7 @@
 //! }
 //! # Ok(()) }
 //! ```
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod client;
 mod consumer;

@@ -7,6 +7,13 @@ use tokio::sync::{mpsc, oneshot};
 use crate::client::{Client, NewMessage};
 use crate::error::{Error, Result};
 
+impl Client {
+    /// A batching producer; see [`ProducerOptions`].
+    pub fn producer(&self, opts: ProducerOptions) -> Producer {
+        Producer::new(self.clone(), opts)
+    }
+}
+
 /// Settings of a [`Producer`].
 #[derive(Debug, Clone)]
 pub struct ProducerOptions {

@@ -1,7 +1,7 @@
 //! What the file-reading targets share: the input as a file, and bounds
 //! small enough that one input cannot take a run's whole time.
 
-use docproc_server::extract::Limits;
+use docproc_extract::Limits;
 
 /// The input as a file (the extractors read files), one per process.
 pub fn as_file(data: &[u8]) -> std::path::PathBuf {

@@ -2,7 +2,7 @@
 //! on arbitrary bytes: a document or an error, never a panic.
 #![no_main]
 
-use docproc_server::extract::{extract, Format};
+use docproc_extract::{extract, Format};
 use libfuzzer_sys::fuzz_target;
 
 mod common;

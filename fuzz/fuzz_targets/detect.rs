@@ -9,5 +9,5 @@ mod common;
 use common::as_file;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = docproc_server::extract::detect(&as_file(data));
+    let _ = docproc_extract::detect(&as_file(data));
 });

@@ -3,7 +3,7 @@
 //! never a panic. Seeded with the fidelity corpus by `make fuzz`.
 #![no_main]
 
-use docproc_server::extract::{extract, Format};
+use docproc_extract::{extract, Format};
 use libfuzzer_sys::fuzz_target;
 
 mod common;

@@ -1,4 +1,5 @@
-//! The built-in analysis of `ai_analysis` jobs, over an extraction result:
+//! The built-in analysis of an extraction result (what `ai_analysis` jobs
+//! run, [`crate::jobs`]):
 //! language, a short extractive summary, keywords, entities (dates,
 //! amounts, emails, URLs) and per-column statistics of spreadsheet tables.
 //! Deterministic: the same input gives the same output.
@@ -24,12 +25,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{json, Value};
 
-use crate::durable;
-use crate::extract::{html, markdown};
+use docproc_queue::JobId;
+
 use crate::llm::LlmError;
-use crate::queue::{JobId, Lease};
-use crate::results::Artifact;
-use crate::worker::{settle, WorkerContext};
 
 /// Schema name of analysis results.
 pub const SCHEMA: &str = "docproc.analysis";
@@ -38,96 +36,9 @@ const MAX_ENTITIES: usize = 100;
 /// Most characters of text analysed.
 const MAX_TEXT: usize = 4 << 20;
 
-/// Runs an `ai_analysis` job: `{"source_job": ID}` names the extraction.
-pub async fn run_job(ctx: &WorkerContext, lease: Lease) {
-    let job = lease.job().clone();
-    let Some(source) = job.payload["source_job"]
-        .as_str()
-        .map(|s| JobId(s.to_string()))
-    else {
-        settle(
-            None,
-            lease.fail_permanently("payload needs source_job").await,
-        )
-        .await;
-        return;
-    };
-    let raw = match ctx.results.read(&source, Artifact::Json).await {
-        Ok(r) => r,
-        Err(e) => {
-            let msg = format!("result of job {source} is not available: {e}");
-            settle(None, lease.fail_permanently(&msg).await).await;
-            return;
-        }
-    };
-    let Some(out_dir) = ctx.results.dir(&job.job_id) else {
-        settle(None, lease.fail_permanently("bad job id").await).await;
-        return;
-    };
-    let src = source.clone();
-    let analysed = tokio::task::spawn_blocking(move || -> Result<(Value, String), String> {
-        let input: Value = serde_json::from_slice(&raw).map_err(|e| e.to_string())?;
-        Ok(analyze_with_text(&src, &input))
-    })
-    .await;
-    let (mut result, text) = match analysed {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            settle(None, lease.fail(&format!("analysis failed: {e}")).await).await;
-            return;
-        }
-        Err(e) => {
-            settle(None, lease.fail(&format!("analysis panicked: {e}")).await).await;
-            return;
-        }
-    };
-    if let Some(llm) = &ctx.summarizer {
-        let language = result["language"].as_str().unwrap_or("unknown").to_string();
-        apply_llm_summary(
-            &mut result,
-            llm.model(),
-            llm.summarize(&language, &text).await,
-        );
-    }
-    let src = source.clone();
-    let work = tokio::task::spawn_blocking(move || -> Result<Value, String> {
-        durable::create_private_dir_all(&out_dir).map_err(|e| e.to_string())?;
-        let page = html::render(&format!("Analysis of job {src}"), &result);
-        let md = markdown::render(&result);
-        let bytes = serde_json::to_vec(&result).map_err(|e| e.to_string())?;
-        durable::write_files(
-            &out_dir,
-            &[("result.html", page.as_bytes()), ("result.md", md.as_bytes()), ("result.json", &bytes)],
-        )
-        .map_err(|e| e.to_string())?;
-        Ok(json!({
-            "language": result["language"],
-            "summary_source": result["summary_source"],
-            "keywords": result["keywords"].as_array().map(|k| k.iter().take(5).map(|w| w["word"].clone()).collect::<Vec<_>>()),
-            "source_job": src,
-        }))
-    })
-    .await;
-    match work {
-        Ok(Ok(summary)) => {
-            let result = json!({
-                "summary": summary,
-                "json_url": format!("/api/job/{}/result", job.job_id),
-                "html_url": format!("/api/job/{}/html", job.job_id),
-                "markdown_url": format!("/api/job/{}/markdown", job.job_id),
-            });
-            if let Err(e) = lease.complete(result).await {
-                tracing::warn!(error = %e, "could not complete the analysis");
-            }
-        }
-        Ok(Err(e)) => settle(None, lease.fail(&format!("analysis failed: {e}")).await).await,
-        Err(e) => settle(None, lease.fail(&format!("analysis panicked: {e}")).await).await,
-    }
-}
-
 /// Puts the endpoint's summary in place of the built-in one, or records
 /// why the built-in one stands.
-fn apply_llm_summary(result: &mut Value, model: &str, answer: Result<String, LlmError>) {
+pub fn apply_llm_summary(result: &mut Value, model: &str, answer: Result<String, LlmError>) {
     match answer {
         Ok(summary) => {
             result["summary"] = json!([summary]);
@@ -147,7 +58,7 @@ pub fn analyze(source: &JobId, input: &Value) -> Value {
 }
 
 /// The analysis and the document text it read.
-fn analyze_with_text(source: &JobId, input: &Value) -> (Value, String) {
+pub fn analyze_with_text(source: &JobId, input: &Value) -> (Value, String) {
     let mut text = String::new();
     let mut dates = Vec::new();
     gather(input, &mut text, &mut dates);
@@ -200,7 +111,7 @@ fn analyze_with_text(source: &JobId, input: &Value) -> (Value, String) {
 /// Text of every page or text cell; spreadsheet date cells go to `dates`.
 fn gather(v: &Value, text: &mut String, dates: &mut Vec<String>) {
     match v["schema"].as_str() {
-        Some(crate::extract::pdf::SCHEMA) => {
+        Some(docproc_extract::pdf::SCHEMA) => {
             for p in v["pages"].as_array().into_iter().flatten() {
                 text.push_str(p["text"].as_str().unwrap_or(""));
                 text.push('\n');

@@ -28,9 +28,9 @@ pub(crate) async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     if bs.keys.is_empty() {
         tracing::warn!("no API keys configured: every gRPC call is accepted");
     }
-    let queue = docproc_server::queue::rocksdb::open_with(
+    let queue = docproc_queue::rocksdb::open_with(
         config.clone(),
-        docproc_server::queue::RetryPolicy::default(),
+        docproc_queue::RetryPolicy::default(),
         "rocksdb",
     )
     .with_context(|| format!("opening the broker in {}", config.data_dir.display()))?;

@@ -7,23 +7,10 @@ use std::time::Duration;
 
 use docproc_broker::auth::Keys;
 
-use crate::extract::Limits;
+use crate::jobs::types as job_types;
 use crate::llm::LlmConfig;
 use crate::notify::NotifyConfig;
-
-/// Job types the server publishes and its pools consume.
-pub mod job_types {
-    /// Spreadsheets: xlsx, xlsm, xlsb, xls, ods, CSV.
-    pub const EXCEL: &str = "excel_processing";
-    /// PDF documents.
-    pub const PDF: &str = "pdf_processing";
-    /// Analysis of an extracted result.
-    pub const AI: &str = "ai_analysis";
-    /// One signed webhook POST (with its retries).
-    pub const WEBHOOK: &str = "webhook_delivery";
-    /// One completion mail.
-    pub const EMAIL: &str = "email_delivery";
-}
+use docproc_extract::Limits;
 
 /// Worker pool sizes per job type.
 #[derive(Debug, Clone, PartialEq, Eq)]

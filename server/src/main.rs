@@ -73,7 +73,7 @@ fn main() -> anyhow::Result<()> {
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
             let _ = e.print();
-            std::process::exit(docproc_server::extract::sandbox::EXIT_USAGE);
+            std::process::exit(docproc_server::sandbox::EXIT_USAGE);
         }
     };
     match cli.command {

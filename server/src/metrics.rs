@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::queue::{JobEvent, JobStatus, JobTypeStats};
+use docproc_queue::{JobEvent, JobStatus, JobTypeStats, SyncLatency};
 
 /// Bucket bounds (seconds) of request and fsync latencies.
 const FAST: &[f64] = &[
@@ -33,6 +33,18 @@ pub struct Histogram {
     count: u64,
 }
 
+impl From<SyncLatency> for Histogram {
+    /// The backend's already cumulative bucket counts (the broker's fsyncs).
+    fn from(l: SyncLatency) -> Self {
+        Self {
+            bounds: l.bounds,
+            counts: l.counts,
+            sum: l.sum,
+            count: l.count,
+        }
+    }
+}
+
 impl Histogram {
     fn new(bounds: &'static [f64]) -> Self {
         Self {
@@ -52,16 +64,6 @@ impl Histogram {
         }
         self.sum += secs;
         self.count += 1;
-    }
-
-    /// A histogram from already cumulative bucket counts (the broker's).
-    pub fn from_parts(bounds: &'static [f64], counts: Vec<u64>, sum: f64, count: u64) -> Self {
-        Self {
-            bounds,
-            counts,
-            sum,
-            count,
-        }
     }
 
     fn render(&self, out: &mut String, name: &str, labels: &str) {
@@ -126,7 +128,7 @@ pub struct Snapshot {
     /// `(job type, workers, busy)` of this process's pools.
     pub workers: Vec<(String, usize, usize)>,
     /// The embedded broker's fsync latency.
-    pub fsync: Option<Histogram>,
+    pub fsync: Option<SyncLatency>,
     /// Open WebSocket connections.
     pub websockets: Option<u64>,
     /// HTTP connections open now and refused at the cap since start.
@@ -392,7 +394,7 @@ impl Metrics {
             );
             let _ = writeln!(out, "docproc_http_connections_refused_total {refused}");
         }
-        if let Some(h) = &snap.fsync {
+        if let Some(h) = snap.fsync.clone().map(Histogram::from) {
             help(
                 &mut out,
                 "docproc_broker_fsync_seconds",
@@ -415,7 +417,7 @@ fn observe(map: &Mutex<BTreeMap<String, Histogram>>, ty: &str, secs: f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::{JobId, Priority};
+    use docproc_queue::{JobId, Priority};
 
     fn ev(id: &str, status: JobStatus, at_ms: u64) -> JobEvent {
         JobEvent {

@@ -15,8 +15,8 @@ use docproc_broker::auth::{Keys, Scope};
 use tokio::net::TcpListener;
 
 use crate::metrics::{Metrics, Snapshot};
-use crate::queue::Queue;
-use crate::worker::WorkerContext;
+use crate::worker::Pools;
+use docproc_queue::Queue;
 
 /// What the listener reports on.
 #[derive(Clone)]
@@ -24,7 +24,7 @@ pub struct OpsState {
     /// Depth and counters come from here (and the fsync latency, embedded).
     pub queue: Arc<dyn Queue>,
     /// This process's pools, if it runs any.
-    pub workers: Option<Arc<WorkerContext>>,
+    pub workers: Option<Arc<Pools>>,
     /// This process's own counters.
     pub metrics: Arc<Metrics>,
     /// Keys a scrape must present; empty: none needed.

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::queue::JobId;
+use docproc_queue::JobId;
 
 /// Files of finished jobs.
 #[derive(Debug, Clone)]
@@ -95,7 +95,7 @@ impl ResultStore {
                     let value: serde_json::Value = serde_json::from_slice(&json)
                         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
                     Ok(Opened::Bytes(
-                        crate::extract::markdown::render(&value).into_bytes(),
+                        docproc_extract::markdown::render(&value).into_bytes(),
                     ))
                 })
                 .await

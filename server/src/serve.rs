@@ -9,16 +9,18 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::app::App;
 use crate::config::ServeConfig;
-use crate::extract::sandbox::Sandbox;
-use crate::http::guard::RateLimiter;
+use crate::http::rate::RateLimiter;
 use crate::http::{app, AppState};
+use crate::jobs::Jobs;
 use crate::metrics::Metrics;
 use crate::notify::webhook::load_or_create_secret;
 use crate::notify::{self, Hub, Notifier, NotifyError};
-use crate::queue::{self, QueueError};
 use crate::results::ResultStore;
-use crate::worker::{self, WorkerContext};
+use crate::sandbox::Sandbox;
+use crate::worker::Pools;
+use docproc_queue::{self as queue, QueueError};
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +63,7 @@ fn sandbox(cfg: &ServeConfig) -> std::io::Result<Sandbox> {
 
 fn notifier(
     cfg: &ServeConfig,
-    queue: Arc<dyn crate::queue::Queue>,
+    queue: Arc<dyn docproc_queue::Queue>,
     results: ResultStore,
     metrics: Arc<Metrics>,
 ) -> Result<Arc<Notifier>, ServeError> {
@@ -75,30 +77,25 @@ fn notifier(
     Ok(Arc::new(n))
 }
 
+/// The job handlers and the pools that feed them.
 fn workers(
     cfg: &ServeConfig,
-    queue: Arc<dyn crate::queue::Queue>,
+    queue: Arc<dyn docproc_queue::Queue>,
     results: ResultStore,
     notifier: Arc<Notifier>,
-) -> Result<WorkerContext, ServeError> {
-    let mut pools = cfg.pools.clone();
+) -> Result<Pools, ServeError> {
+    let mut sizes = cfg.pools.clone();
     if cfg.notify.email.is_none() {
-        pools.email = 0;
+        sizes.email = 0;
     }
-    let mut ctx = WorkerContext::new(
-        queue,
-        results,
-        cfg.uploads_dir(),
-        sandbox(cfg)?,
-        &pools.sizes(),
-    );
-    ctx.heartbeat = cfg.heartbeat;
-    ctx.notifier = Some(notifier);
+    let mut jobs = Jobs::new(queue.clone(), results, cfg.uploads_dir(), sandbox(cfg)?);
+    jobs.heartbeat = cfg.heartbeat;
+    jobs.notifier = Some(notifier);
     if let Some(llm) = &cfg.llm {
-        ctx.summarizer = Some(crate::llm::Summarizer::new(llm.clone())?);
+        jobs.summarizer = Some(crate::llm::Summarizer::new(llm.clone())?);
         tracing::info!(url = %llm.url, model = %llm.model, "analysis summaries from an LLM endpoint");
     }
-    Ok(ctx)
+    Ok(Pools::new(queue, Arc::new(jobs), &sizes.sizes()))
 }
 
 /// Serves the HTTP API and runs the worker pools until `shutdown` resolves.
@@ -198,7 +195,7 @@ fn flatten(r: Result<std::io::Result<()>, tokio::task::JoinError>) -> Result<(),
 struct Running {
     stop: watch::Sender<bool>,
     workers: tokio::task::JoinSet<()>,
-    ctx: Arc<WorkerContext>,
+    pools: Arc<Pools>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -206,7 +203,7 @@ impl Running {
     /// Stops taking jobs, drains the pools, ends the other tasks.
     async fn stop(&mut self, cfg: &ServeConfig) {
         self.stop.send_replace(true);
-        drain(&mut self.workers, &self.ctx, cfg.shutdown_grace).await;
+        drain(&mut self.workers, &self.pools, cfg.shutdown_grace).await;
         for t in self.tasks.drain(..) {
             let _ = t.await;
         }
@@ -225,20 +222,21 @@ async fn start(
     let results = ResultStore::open(cfg.results_dir())?;
     crate::durable::create_private_dir_all_async(cfg.uploads_dir()).await?;
     let notifier = notifier(cfg, queue.clone(), results.clone(), metrics.clone())?;
-    let ctx = Arc::new(workers(
+    let pools = Arc::new(workers(
         cfg,
         queue.clone(),
         results.clone(),
         notifier.clone(),
     )?);
     let (stop, stopped) = watch::channel(false);
-    let workers = worker::start(ctx.clone(), stopped.clone());
+    let workers = pools.start(stopped.clone());
     let hub = Hub::new(queue.clone(), cfg.notify.hub.clone());
     let tasks = vec![
         tokio::spawn(hub.clone().run(stopped.clone(), Some(metrics.clone()))),
         tokio::spawn(notify::watch_expired(
             queue.clone(),
             notifier.clone(),
+            crate::jobs::targets_of,
             stopped.clone(),
         )),
         tokio::spawn(sweep(
@@ -248,11 +246,21 @@ async fn start(
             stopped,
         )),
     ];
+    let app = App::new(
+        queue.clone(),
+        results.clone(),
+        notifier.clone(),
+        hub.clone(),
+        cfg.uploads_dir(),
+        cfg.max_retries,
+        cfg.job_timeout,
+    );
     let state = AppState {
+        app,
         queue,
         results,
         config: cfg.clone(),
-        workers: Some(ctx.clone()),
+        workers: Some(pools.clone()),
         hub,
         notifier,
         closing,
@@ -263,7 +271,7 @@ async fn start(
     let running = Running {
         stop,
         workers,
-        ctx,
+        pools,
         tasks,
     };
     Ok((state, running))
@@ -278,16 +286,16 @@ pub async fn work(
     let results = ResultStore::open(cfg.results_dir())?;
     let metrics = Arc::new(Metrics::default());
     let notifier = notifier(&cfg, queue.clone(), results.clone(), metrics.clone())?;
-    let ctx = Arc::new(workers(&cfg, queue.clone(), results, notifier)?);
+    let pools = Arc::new(workers(&cfg, queue.clone(), results, notifier)?);
     let (stop, stopped) = watch::channel(false);
-    let mut workers = worker::start(ctx.clone(), stopped.clone());
+    let mut workers = pools.start(stopped.clone());
     let ops = match cfg.metrics_listen {
         Some(addr) => {
             let listener = TcpListener::bind(addr).await?;
             tracing::info!(metrics = %listener.local_addr()?, "metrics listening");
             let state = crate::ops_http::OpsState {
                 queue: queue.clone(),
-                workers: Some(ctx.clone()),
+                workers: Some(pools.clone()),
                 metrics,
                 keys: cfg.keys.clone(),
             };
@@ -311,7 +319,7 @@ pub async fn work(
         }
     };
     stop.send_replace(true);
-    drain(&mut workers, &ctx, cfg.shutdown_grace).await;
+    drain(&mut workers, &pools, cfg.shutdown_grace).await;
     if let Some(ops) = ops {
         let _ = ops.await;
     }
@@ -323,7 +331,7 @@ pub async fn work(
 /// are stopped and their jobs handed back to the queue, and after a few more
 /// seconds any other task left (a notification, an analysis) is aborted and
 /// its job returns when its lease expires.
-async fn drain(workers: &mut tokio::task::JoinSet<()>, ctx: &WorkerContext, grace: Duration) {
+async fn drain(workers: &mut tokio::task::JoinSet<()>, pools: &Pools, grace: Duration) {
     if tokio::time::timeout(grace, join_all(workers)).await.is_ok() {
         return;
     }
@@ -331,7 +339,7 @@ async fn drain(workers: &mut tokio::task::JoinSet<()>, ctx: &WorkerContext, grac
         ?grace,
         "jobs still running after the shutdown grace; handing them back"
     );
-    ctx.hand_back.send_replace(true);
+    pools.hand_back();
     if tokio::time::timeout(HAND_BACK_WAIT, join_all(workers))
         .await
         .is_err()

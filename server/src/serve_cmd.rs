@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use docproc_server::extract::{sandbox, Format, Limits};
+use docproc_extract::{Format, Limits};
+use docproc_server::sandbox;
 use docproc_server::settings::build;
 
 use crate::broker_cmd::shutdown_signal;
@@ -109,7 +110,7 @@ pub(crate) fn extract(args: ExtractArgs) -> i32 {
         }
     };
     // Before the untrusted file is opened.
-    let own = docproc_server::extract::rlimit::ChildLimits {
+    let own = docproc_server::sandbox::rlimit::ChildLimits {
         memory_bytes: limits.memory_bytes,
         cpu_secs: args.cpu_secs,
         file_bytes: limits.max_output_bytes,

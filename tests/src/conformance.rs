@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use docproc_server::queue::{
+use docproc_queue::{
     CancelOutcome, Completion, ConsumeOptions, JobEvent, JobId, JobStatus, LeaseStream, ListQuery,
     NewJob, Priority, Queue, QueueError, WatchFilter,
 };
@@ -85,7 +85,7 @@ async fn consume(q: &dyn Queue, job_type: &str, worker: &str) -> LeaseStream {
         .expect("consume")
 }
 
-async fn next_lease(s: &mut LeaseStream) -> docproc_server::queue::Lease {
+async fn next_lease(s: &mut LeaseStream) -> docproc_queue::Lease {
     within("a lease", s.next())
         .await
         .expect("lease stream ended")
@@ -96,7 +96,7 @@ fn job(job_type: &str, n: u64) -> NewJob {
     NewJob::new(job_type, json!({ "n": n }))
 }
 
-fn n_of(l: &docproc_server::queue::Lease) -> u64 {
+fn n_of(l: &docproc_queue::Lease) -> u64 {
     l.job().payload["n"].as_u64().expect("payload n")
 }
 

@@ -3,26 +3,27 @@
 //! the per-key upload rate, the request timeout, and the request counters
 //! of `/metrics`.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use docproc_broker::auth::{ApiKey, Denied, Keys, Scope};
-use parking_lot::Mutex;
 use tracing::Instrument;
 
+use super::error::ApiError;
+use super::state::AppState;
 use super::tls::ClientAddr;
-use super::{ApiError, AppState};
+use super::ui::{login_response, KEY_COOKIE};
+use crate::app::Viewer;
 
-/// The cookie the dashboard keeps its key in.
-pub const KEY_COOKIE: &str = "docproc_key";
 /// Header the dashboard sends with cookie-authenticated changes; another
 /// site cannot send it without a CORS preflight, which is never approved.
 pub const CSRF_HEADER: &str = "x-docproc-ui";
+/// Why a cookie-authenticated change without [`CSRF_HEADER`] is refused.
+const CSRF_NEEDED: &str = "cookie-authenticated changes need the x-docproc-ui header";
 
 /// Routes answered without a key: probes of orchestrators and load
 /// balancers, and the dashboard's login.
@@ -41,19 +42,9 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// Whether this caller may see `job`: a `write` key sees only the jobs
-    /// it submitted; `read`, `worker` and `admin` keys (and every caller
-    /// when no keys are configured) see all.
-    pub fn sees(&self, job: &crate::queue::Job) -> bool {
-        match &self.key {
-            Some(k) if k.scope == Scope::Write => {
-                crate::queue::owner_of(job) == Some(k.name.as_str())
-            }
-            _ => true,
-        }
-    }
-
-    /// The owner a WebSocket of this caller is limited to.
+    /// The owner whose jobs alone this caller sees: a `write` key sees only
+    /// the jobs it submitted; `read`, `worker` and `admin` keys (and every
+    /// caller when no keys are configured) see all.
     pub fn tenant(&self) -> Option<String> {
         self.key
             .as_ref()
@@ -62,9 +53,13 @@ impl Caller {
     }
 }
 
-/// Whether the request's caller may see `job` (no caller: no keys).
-pub fn sees(caller: &Option<axum::Extension<Caller>>, job: &crate::queue::Job) -> bool {
-    caller.as_ref().is_none_or(|c| c.0.sees(job))
+/// Who the request's caller is to the application (no caller: no keys,
+/// so every job is visible).
+pub fn viewer(caller: &Option<axum::Extension<Caller>>) -> Viewer {
+    match caller.as_ref().and_then(|c| c.0.tenant()) {
+        Some(owner) => Viewer::Owner(owner),
+        None => Viewer::All,
+    }
 }
 
 /// Name of the rate-limit bucket: the key, else the client's address.
@@ -131,16 +126,10 @@ fn authenticate(keys: &Keys, req: &Request) -> Result<Option<ApiKey>, ApiError> 
         (None, Some(k)) => {
             let changing = need > Scope::Read;
             if changing && !headers.contains_key(CSRF_HEADER) {
-                return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "csrf",
-                    format!("cookie-authenticated changes need the {CSRF_HEADER} header"),
-                ));
+                return Err(ApiError::Csrf(CSRF_NEEDED));
             }
             if headers.contains_key(header::UPGRADE) && !same_origin(req) {
-                return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "csrf",
+                return Err(ApiError::Csrf(
                     "a cookie-authenticated WebSocket must come from this origin",
                 ));
             }
@@ -169,28 +158,17 @@ fn cross_site(st: &AppState, req: &Request) -> Result<(), ApiError> {
         foreign_site || foreign_origin
     };
     if req.method() == Method::POST && req.uri().path() == "/ui/login" && from_elsewhere() {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "cross_origin",
-            "sign in from this server's own page",
-        ));
+        return Err(ApiError::CrossOrigin("sign in from this server's own page"));
     }
     if !st.config.keys.is_empty() || st.config.insecure {
         return Ok(());
     }
     if !host_of(req).is_some_and(loopback_host) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "host_not_allowed",
-            "without API keys this server answers only requests addressed to localhost, \
-             127.0.0.1 or [::1]; configure keys to serve other names",
-        ));
+        return Err(ApiError::HostNotAllowed);
     }
     let changing = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if (changing || headers.contains_key(header::UPGRADE)) && from_elsewhere() {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "cross_origin",
+        return Err(ApiError::CrossOrigin(
             "without API keys, changes and WebSockets are accepted only from this server's own pages",
         ));
     }
@@ -233,9 +211,9 @@ fn same_origin(req: &Request) -> bool {
 
 fn denied(d: Denied) -> ApiError {
     if d.is_forbidden() {
-        ApiError::new(StatusCode::FORBIDDEN, "permission_denied", d.to_string())
+        ApiError::PermissionDenied(d.to_string())
     } else {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", d.to_string())
+        ApiError::Unauthenticated(d.to_string())
     }
 }
 
@@ -258,56 +236,6 @@ fn request_id(headers: &HeaderMap) -> String {
         })
 }
 
-/// Most rate-limit buckets kept.
-const MAX_BUCKETS: usize = 100_000;
-
-/// Token buckets per caller: `per_min` uploads a minute, bursts up to that.
-#[derive(Debug)]
-pub struct RateLimiter {
-    per_min: f64,
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
-}
-
-impl RateLimiter {
-    /// `per_min` requests a minute per bucket.
-    pub fn new(per_min: u32) -> Self {
-        Self {
-            per_min: f64::from(per_min.max(1)),
-            buckets: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Takes one token, or tells how long until one is there.
-    pub fn take(&self, bucket: &str) -> Result<(), Duration> {
-        let now = Instant::now();
-        let rate = self.per_min / 60.0;
-        let mut b = self.buckets.lock();
-        if b.len() >= MAX_BUCKETS {
-            // Full buckets carry no state worth keeping.
-            b.retain(|_, (tokens, at)| *tokens + at.elapsed().as_secs_f64() * rate < self.per_min);
-            if b.len() >= MAX_BUCKETS {
-                // Still full (many callers, all busy): the older half goes,
-                // so memory stays bounded and the scan is paid once per
-                // MAX_BUCKETS / 2 new callers.
-                let mut ages: Vec<Instant> = b.values().map(|(_, at)| *at).collect();
-                let mid = ages.len() / 2;
-                let (_, cut, _) = ages.select_nth_unstable(mid);
-                let cut = *cut;
-                b.retain(|_, (_, at)| *at > cut);
-            }
-        }
-        let (tokens, at) = b.entry(bucket.to_string()).or_insert((self.per_min, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(self.per_min);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - *tokens) / rate))
-        }
-    }
-}
-
 /// The middleware; see the module doc.
 pub async fn guard(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -326,18 +254,11 @@ pub async fn guard(State(st): State<AppState>, mut req: Request, next: Next) -> 
             .map(|(k, v)| k.as_str().len() + v.len() + 4)
             .sum();
         if header_bytes > st.config.max_header_bytes {
-            return ApiError::new(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "headers_too_large",
-                format!(
-                    "the request's headers exceed {} bytes",
-                    st.config.max_header_bytes
-                ),
-            )
-            .into_response();
+            return ApiError::HeadersTooLarge(st.config.max_header_bytes).into_response();
         }
         if let Err(e) = cross_site(&st, &req) {
-            tracing::info!(code = e.code, "refused: {}", e.message);
+            let (_, code, message) = e.parts();
+            tracing::info!(code, "refused: {message}");
             return e.into_response();
         }
         let caller = if public(req.uri().path()) {
@@ -346,11 +267,12 @@ pub async fn guard(State(st): State<AppState>, mut req: Request, next: Next) -> 
             match authenticate(&st.config.keys, &req) {
                 Ok(key) => Caller { key },
                 Err(e) => {
-                    tracing::info!(code = e.code, "refused: {}", e.message);
+                    let (status, code, message) = e.parts();
+                    tracing::info!(code, "refused: {message}");
                     // A browser opening the dashboard gets the sign-in page.
                     let path = req.uri().path();
                     if method == Method::GET && (path == "/ui" || path == "/ui/") {
-                        return super::ui::login_response(e.status, "");
+                        return login_response(status, "");
                     }
                     return e.into_response();
                 }
@@ -360,39 +282,19 @@ pub async fn guard(State(st): State<AppState>, mut req: Request, next: Next) -> 
         let makes_work = route == "/api/upload-async" || route == "/api/dead/{id}/retry";
         if method == Method::POST && makes_work {
             if *st.closing.borrow() {
-                return ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "draining",
+                return ApiError::Draining(
                     "the server is shutting down; upload to another instance or retry",
                 )
                 .into_response();
             }
             if let Err(wait) = st.upload_limiter.take(&bucket(&caller, &req)) {
-                let secs = wait.as_secs() + 1;
-                let mut r = ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    format!("too many uploads; retry in {secs} s"),
-                )
-                .into_response();
-                if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                    r.headers_mut().insert(header::RETRY_AFTER, v);
-                }
-                return r;
+                return ApiError::RateLimited(wait).into_response();
             }
         }
         req.extensions_mut().insert(caller);
         match tokio::time::timeout(st.config.request_timeout, next.run(req)).await {
             Ok(r) => r,
-            Err(_) => ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "timeout",
-                format!(
-                    "the request took longer than {} s",
-                    st.config.request_timeout.as_secs()
-                ),
-            )
-            .into_response(),
+            Err(_) => ApiError::Timeout(st.config.request_timeout).into_response(),
         }
     }
     .instrument(span.clone())
@@ -413,18 +315,6 @@ pub async fn guard(State(st): State<AppState>, mut req: Request, next: Next) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rate_limiter_allows_a_burst_then_refuses_with_a_wait() {
-        let l = RateLimiter::new(3);
-        assert!(l.take("a").is_ok() && l.take("a").is_ok() && l.take("a").is_ok());
-        let wait = l.take("a").unwrap_err();
-        assert!(
-            wait > Duration::from_secs(15) && wait <= Duration::from_secs(20),
-            "{wait:?}"
-        );
-        assert!(l.take("b").is_ok(), "buckets are per caller");
-    }
 
     #[test]
     fn request_ids_are_taken_when_sane() {
@@ -472,7 +362,7 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_callers_share_their_64_and_buckets_stay_bounded() {
+    fn ipv6_callers_share_their_64() {
         let a: std::net::IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
         let b: std::net::IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
         let c: std::net::IpAddr = "2001:db8:1:3::1".parse().unwrap();
@@ -480,15 +370,5 @@ mod tests {
         assert_ne!(super::addr_bucket(a), super::addr_bucket(c));
         let mapped: std::net::IpAddr = "::ffff:192.0.2.1".parse().unwrap();
         assert_eq!(super::addr_bucket(mapped), "addr:192.0.2.1");
-        // One upload a minute: every caller's bucket is left empty, so
-        // none can be pruned as full; the table still stays bounded.
-        let limiter = super::RateLimiter::new(1);
-        for i in 0..(2 * super::MAX_BUCKETS + 10) {
-            assert!(limiter.take(&format!("addr:{i}")).is_ok());
-            assert!(limiter.buckets.lock().len() <= super::MAX_BUCKETS);
-        }
-        // A caller that is still limited stays limited after a prune it survived.
-        let last = format!("addr:{}", 2 * super::MAX_BUCKETS + 9);
-        assert!(limiter.take(&last).is_err());
     }
 }

@@ -5,13 +5,13 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
-use super::{ApiError, AppState};
+use super::error::ApiError;
+use super::state::AppState;
 
 /// How long the queue may take to answer a readiness probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -62,32 +62,25 @@ pub(super) async fn healthz() -> Json<serde_json::Value> {
 /// within 2 s. No key needed.
 #[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
     responses((status = 200, description = "`{\"status\":\"ready\",\"backend\":…}`", body = Object),
-        (status = 503, description = "`draining`, `storage_failed` or `unavailable`", body = super::ErrorBody)))]
+        (status = 503, description = "`draining`, `storage_failed` or `unavailable`", body = super::error::ErrorBody)))]
 pub(super) async fn readyz(State(st): State<AppState>) -> Response {
-    let unavailable = |code, message: String| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message).into_response()
-    };
     // A failed store also shuts the server down: say why first.
     if let Some(reason) = st.queue.storage_failure().and_then(|f| f.borrow().clone()) {
-        return unavailable(
-            "storage_failed",
-            format!("the queue's storage failed and takes no writes: {reason}"),
-        );
+        return ApiError::StorageFailed(reason).into_response();
     }
     if *st.closing.borrow() {
-        return unavailable("draining", "the server is shutting down".into());
+        return ApiError::Draining("the server is shutting down").into_response();
     }
     match tokio::time::timeout(PROBE_TIMEOUT, st.queue.stats()).await {
         Ok(Ok(_)) => {
             Json(json!({ "status": "ready", "backend": st.queue.backend() })).into_response()
         }
-        Ok(Err(e)) => unavailable(
-            "unavailable",
-            format!("the queue backend does not answer: {e}"),
-        ),
-        Err(_) => unavailable(
-            "unavailable",
-            format!("the queue backend did not answer within {PROBE_TIMEOUT:?}"),
-        ),
+        Ok(Err(e)) => {
+            ApiError::Unavailable(format!("the queue backend does not answer: {e}")).into_response()
+        }
+        Err(_) => ApiError::Unavailable(format!(
+            "the queue backend did not answer within {PROBE_TIMEOUT:?}"
+        ))
+        .into_response(),
     }
 }

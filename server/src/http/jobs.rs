@@ -1,23 +1,23 @@
-//! Jobs: status, result (JSON and HTML), cancel, and the filtered list.
+//! Jobs: status, result (JSON, HTML and Markdown), cancel, and the
+//! filtered list; each handler reads its request and asks the
+//! application ([`crate::app`]).
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
-use utoipa::{IntoParams, ToSchema};
+use serde::Deserialize;
+use utoipa::IntoParams;
 
-use super::guard::{sees, Caller};
-use super::{ApiError, AppState};
-use crate::notify::{email, webhook, Targets};
-use crate::queue::{CancelOutcome, JobId, JobRecord, JobStatus, ListQuery, QueueError};
+use super::error::ApiError;
+use super::guard::{viewer, Caller};
+use super::state::AppState;
+use crate::app::{CancelAnswer, JobView, JobsPage};
 use crate::results::{Artifact, Opened};
-use crate::time::rfc3339;
-use crate::worker::ExtractPayload;
 use axum::Extension;
+use docproc_queue::{JobId, JobStatus, ListQuery};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -29,159 +29,27 @@ pub(super) fn router() -> Router<AppState> {
         .route("/api/jobs", get(list))
 }
 
-/// A job as `GET /api/job/{id}/status`, the job list and the dead list
-/// show it.
-#[derive(Debug, Serialize, ToSchema)]
-pub(super) struct JobView {
-    /// The job's id.
-    job_id: String,
-    /// excel_processing, pdf_processing, ai_analysis, webhook_delivery, email_delivery.
-    job_type: String,
-    /// pending, queued, processing, retrying, completed, failed or cancelled.
-    #[schema(value_type = String, example = "completed")]
-    status: JobStatus,
-    /// low, normal, high or urgent.
-    #[schema(value_type = String, example = "normal")]
-    priority: crate::queue::Priority,
-    /// Once completed: the summary and the result links.
-    result: Option<Value>,
-    /// The last failure.
-    error: Option<String>,
-    /// Seconds from start to finish.
-    processing_time: Option<f64>,
-    /// RFC 3339.
-    created_at: String,
-    /// RFC 3339.
-    started_at: Option<String>,
-    /// RFC 3339, when it finished.
-    completed_at: Option<String>,
-    /// Deliveries so far.
-    attempts: u32,
-    /// The last progress a worker reported.
-    progress: Option<Value>,
-    /// The client's correlation id (or a random one).
-    correlation_id: Option<String>,
-    /// A cancel reached the job while it ran.
-    cancel_requested: bool,
-    /// Webhook delivery state, when a `callback_url` was given (status only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    webhook: Option<Value>,
-    /// Mail delivery state, when an `email` was given (status only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    email: Option<Value>,
-}
-
-/// The status body of a job, as `GET /api/job/{id}/status` and the list show it.
-pub(super) fn status_body(r: &JobRecord) -> Value {
-    serde_json::to_value(JobView {
-        job_id: r.job.job_id.0.clone(),
-        job_type: r.job.job_type.clone(),
-        status: r.status,
-        priority: r.job.priority,
-        result: r.result.clone(),
-        error: r.error.clone(),
-        processing_time: r.processing_time().map(|d| d.as_secs_f64()),
-        created_at: rfc3339(r.job.created_at_ms),
-        started_at: r.started_at_ms.map(rfc3339),
-        completed_at: r.completed_at_ms.map(rfc3339),
-        attempts: r.attempts,
-        progress: r.progress.clone(),
-        correlation_id: r.job.correlation_id.clone(),
-        cancel_requested: r.cancel_requested,
-        webhook: None,
-        email: None,
-    })
-    .unwrap_or(Value::Null)
-}
-
-/// A page of jobs.
-#[derive(Debug, Serialize, ToSchema)]
-pub(super) struct JobPage {
-    /// Newest first.
-    jobs: Vec<JobView>,
-    /// Pass as `cursor` for the next page; absent on the last.
-    next_cursor: Option<String>,
-}
-
-/// What a cancel did.
-#[derive(Debug, Serialize, ToSchema)]
-pub(super) struct CancelAnswer {
-    job_id: String,
-    /// `cancelled` (it had not started) or `cancelling` (its worker stops at its next check).
-    status: String,
-    message: String,
-}
-
 /// A job's status, with its webhook and mail delivery state.
 #[utoipa::path(get, path = "/api/job/{id}/status", tag = "jobs",
     params(("id" = String, Path, description = "Job id")),
-    responses((status = 200, body = JobView), (status = 404, body = super::ErrorBody)))]
+    responses((status = 200, body = JobView), (status = 404, body = super::error::ErrorBody)))]
 pub(super) async fn status(
     State(st): State<AppState>,
     caller: Option<Extension<Caller>>,
     id: Result<Path<String>, PathRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<JobView>, ApiError> {
     let Path(id) = id?;
-    let r = visible(&st, &caller, JobId(id)).await?;
-    let mut body = status_body(&r);
-    let targets = Targets::of(&r.job.payload);
-    if let Some(url) = &targets.callback_url {
-        body["webhook"] = match st
-            .results
-            .read_meta(&r.job.job_id, webhook::STATE_FILE)
-            .await
-        {
-            Some(v) => v,
-            None => json!({ "url": url, "state": "not_sent", "attempts": 0 }),
-        };
-    }
-    if let Some(to) = &targets.email {
-        body["email"] = match st.results.read_meta(&r.job.job_id, email::STATE_FILE).await {
-            Some(v) => v,
-            None => json!({ "to": to, "state": "not_sent", "attempts": 0 }),
-        };
-    }
-    Ok(Json(body))
+    Ok(Json(st.app.status(&viewer(&caller), &JobId(id)).await?))
 }
 
-/// The job, or 404 when it does not exist or the caller may not see it.
-pub(super) async fn visible(
-    st: &AppState,
-    caller: &Option<Extension<Caller>>,
-    id: JobId,
-) -> Result<JobRecord, ApiError> {
-    let r = st.queue.get(&id).await?;
-    if !sees(caller, &r.job) {
-        return Err(QueueError::NotFound(id).into());
-    }
-    Ok(r)
-}
-
+/// A completed job's result as `what`, streamed from its file.
 async fn completed(
     st: &AppState,
     caller: &Option<Extension<Caller>>,
     id: String,
     what: Artifact,
 ) -> Result<axum::response::Response, ApiError> {
-    let id = JobId(id);
-    let r = visible(st, caller, id.clone()).await?;
-    if r.status != JobStatus::Completed {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_completed",
-            format!(
-                "job {id} is {}; its result exists once it is completed",
-                r.status
-            ),
-        ));
-    }
-    let opened = st.results.open_artifact(&id, what).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::GONE,
-            "result_expired",
-            format!("the result of job {id} is no longer kept"),
-        )
-    })?;
+    let opened = st.app.result(&viewer(caller), &JobId(id), what).await?;
     // Streamed from the file, never read whole into memory.
     Ok(match opened {
         Opened::File(f, len) => (
@@ -197,9 +65,9 @@ async fn completed(
 #[utoipa::path(get, path = "/api/job/{id}/result", tag = "jobs",
     params(("id" = String, Path, description = "Job id")),
     responses((status = 200, description = "The stored result", content_type = "application/json", body = Object),
-        (status = 404, body = super::ErrorBody),
-        (status = 409, description = "Not completed yet", body = super::ErrorBody),
-        (status = 410, description = "Past the retention", body = super::ErrorBody)))]
+        (status = 404, body = super::error::ErrorBody),
+        (status = 409, description = "Not completed yet", body = super::error::ErrorBody),
+        (status = 410, description = "Past the retention", body = super::error::ErrorBody)))]
 pub(super) async fn result(
     State(st): State<AppState>,
     caller: Option<Extension<Caller>>,
@@ -214,7 +82,7 @@ pub(super) async fn result(
 #[utoipa::path(get, path = "/api/job/{id}/html", tag = "jobs",
     params(("id" = String, Path, description = "Job id")),
     responses((status = 200, description = "The stored page", content_type = "text/html", body = String),
-        (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody), (status = 410, body = super::ErrorBody)))]
+        (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody), (status = 410, body = super::error::ErrorBody)))]
 pub(super) async fn html(
     State(st): State<AppState>,
     caller: Option<Extension<Caller>>,
@@ -240,7 +108,7 @@ pub(super) async fn html(
 #[utoipa::path(get, path = "/api/job/{id}/markdown", tag = "jobs",
     params(("id" = String, Path, description = "Job id")),
     responses((status = 200, description = "The stored Markdown (CommonMark with GitHub tables)", content_type = "text/markdown", body = String),
-        (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody), (status = 410, body = super::ErrorBody)))]
+        (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody), (status = 410, body = super::error::ErrorBody)))]
 pub(super) async fn markdown(
     State(st): State<AppState>,
     caller: Option<Extension<Caller>>,
@@ -260,41 +128,15 @@ pub(super) async fn markdown(
 /// Cancels a job: a waiting one at once, a running one at its worker's next check.
 #[utoipa::path(delete, path = "/api/job/{id}", tag = "jobs",
     params(("id" = String, Path, description = "Job id")),
-    responses((status = 200, body = CancelAnswer), (status = 404, body = super::ErrorBody),
-        (status = 409, description = "Already finished", body = super::ErrorBody)))]
+    responses((status = 200, body = CancelAnswer), (status = 404, body = super::error::ErrorBody),
+        (status = 409, description = "Already finished", body = super::error::ErrorBody)))]
 pub(super) async fn cancel(
     State(st): State<AppState>,
     caller: Option<Extension<Caller>>,
     id: Result<Path<String>, PathRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CancelAnswer>, ApiError> {
     let Path(id) = id?;
-    let id = JobId(id);
-    let record = visible(&st, &caller, id.clone()).await?;
-    let (status, message) = match st.queue.cancel(&id).await? {
-        CancelOutcome::Cancelled => {
-            // No worker will see it: its notifications go from here, and
-            // its upload goes now.
-            let targets = Targets::of(&record.job.payload);
-            if !targets.is_empty() {
-                st.notifier
-                    .announce(st.queue.as_ref(), &record.job, &targets)
-                    .await;
-            }
-            if let Ok(p) = serde_json::from_value::<ExtractPayload>(record.job.payload) {
-                if let Some(file) = p.upload(&st.config.uploads_dir()) {
-                    let _ = tokio::fs::remove_file(file).await;
-                }
-            }
-            ("cancelled", "the job was cancelled before it started")
-        }
-        CancelOutcome::Requested => (
-            "cancelling",
-            "the job is running; its worker stops at its next check",
-        ),
-    };
-    Ok(Json(
-        json!({ "job_id": id, "status": status, "message": message }),
-    ))
+    Ok(Json(st.app.cancel(&viewer(&caller), &JobId(id)).await?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -351,12 +193,12 @@ pub(crate) fn split_names(s: Option<&str>) -> Vec<String> {
 
 /// Jobs, newest first, filtered.
 #[utoipa::path(get, path = "/api/jobs", tag = "jobs", params(ListParams),
-    responses((status = 200, body = JobPage), (status = 400, body = super::ErrorBody)))]
+    responses((status = 200, body = JobsPage), (status = 400, body = super::error::ErrorBody)))]
 pub(super) async fn list(
     State(st): State<AppState>,
     caller: Option<Extension<Caller>>,
     params: Result<Query<ListParams>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<JobsPage>, ApiError> {
     let Query(p) = params?;
     check_limit(p.limit)?;
     let statuses = split(p.status.as_deref(), "status")?
@@ -371,14 +213,5 @@ pub(super) async fn list(
         cursor: p.cursor,
         limit: p.limit,
     };
-    let page = st.queue.list(&q).await?;
-    Ok(Json(json!({
-        "jobs": page
-            .jobs
-            .iter()
-            .filter(|r| sees(&caller, &r.job))
-            .map(status_body)
-            .collect::<Vec<_>>(),
-        "next_cursor": page.next_cursor,
-    })))
+    Ok(Json(st.app.list(&viewer(&caller), &q).await?))
 }

@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::AppState;
+use super::state::AppState;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -30,7 +30,7 @@ use super::AppState;
         super::jobs::markdown,
         super::jobs::cancel,
         super::jobs::list,
-        crate::notify::ws::handler,
+        super::ws::handler,
         super::dead::list,
         super::dead::retry,
         super::dead::remove,
@@ -39,7 +39,7 @@ use super::AppState;
         super::health::readyz,
         super::health::metrics,
     ),
-    components(schemas(super::ErrorBody)),
+    components(schemas(super::error::ErrorBody)),
     modifiers(&BearerKeys),
     security(("api_key" = [])),
     tags(

@@ -6,7 +6,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::{ApiError, AppState};
+use super::error::ApiError;
+use super::state::AppState;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new().route("/api/queue/stats", get(stats))
@@ -16,7 +17,7 @@ pub(super) fn router() -> Router<AppState> {
 /// process's worker pools and WebSocket counters.
 #[utoipa::path(get, path = "/api/queue/stats", tag = "operations",
     responses((status = 200, description = "`backend`, `job_types[]` (`job_type`, `priorities[]` with `priority, pending, queued, processing, retrying, failed`, `counters`), `workers`, `websocket`", body = Object),
-        (status = 503, body = super::ErrorBody)))]
+        (status = 503, body = super::error::ErrorBody)))]
 pub(super) async fn stats(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
     let types = st.queue.stats().await?;
     Ok(Json(json!({

@@ -9,13 +9,15 @@ use axum::routing::get;
 use axum::{Form, Router};
 use serde::Deserialize;
 
-use super::guard::KEY_COOKIE;
-use super::AppState;
+use super::state::AppState;
 
 const INDEX: &str = include_str!("ui/index.html");
 const LOGIN: &str = include_str!("ui/login.html");
 const SCRIPT: &str = include_str!("ui/app.js");
 const STYLE: &str = include_str!("ui/app.css");
+
+/// The cookie the dashboard keeps its key in.
+pub(super) const KEY_COOKIE: &str = "docproc_key";
 
 /// Same-origin only; the page loads nothing from elsewhere.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \

@@ -12,11 +12,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{begin, NotifyError, Sourced};
-use crate::config::job_types;
-use crate::queue::{Job, JobId, JobRecord, JobStatus, Lease, NewJob, Queue};
+use crate::jobs::types as job_types;
 use crate::results::ResultStore;
 use crate::time::now_ms;
 use crate::time::rfc3339;
+use docproc_queue::{Job, JobId, JobRecord, JobStatus, Lease, NewJob, Queue};
 
 /// Mail settings (part of [`NotifyConfig`](super::NotifyConfig); no mail
 /// unless set).

@@ -10,12 +10,12 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch, Notify};
 
-use crate::queue::{JobEvent, JobId, JobRecord, JobStatus, Queue, QueueError, WatchFilter};
+use docproc_queue::{JobEvent, JobId, JobRecord, JobStatus, Queue, QueueError, WatchFilter};
 
 /// Hub settings (part of [`NotifyConfig`](super::NotifyConfig)).
 #[derive(Debug, Clone)]
@@ -57,8 +57,9 @@ pub struct Routed {
     pub attempts: u32,
     /// Unix ms of the change.
     pub at_ms: u64,
-    /// The JSON frame (`type: "status"`).
-    pub frame: Utf8Bytes,
+    /// The JSON frame (`type: "status"`), UTF-8, shared by every
+    /// connection it goes to.
+    pub frame: Bytes,
 }
 
 /// What the hub pushes to a connection.
@@ -440,7 +441,7 @@ impl Hub {
                 record.as_ref().and_then(|r| r.job.correlation_id.clone()),
                 record
                     .as_ref()
-                    .and_then(|r| crate::queue::owner_of(&r.job).map(str::to_string)),
+                    .and_then(|r| docproc_queue::owner_of(&r.job).map(str::to_string)),
             ),
         };
         Enriched {
@@ -481,7 +482,7 @@ impl Hub {
             status: e.ev.status,
             attempts: e.ev.attempts,
             at_ms: e.ev.at_ms,
-            frame: Utf8Bytes::from(frame.to_string()),
+            frame: Bytes::from(frame.to_string()),
         });
         s.buffer.push_back(routed.clone());
         while s.buffer.len() > cfg.replay_events.max(1) {
@@ -667,7 +668,7 @@ pub fn record_event(r: &JobRecord) -> JobEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::{self, NewJob};
+    use docproc_queue::{self as queue, NewJob};
 
     fn ev(id: &str, status: JobStatus, at: u64) -> Enriched {
         Enriched {

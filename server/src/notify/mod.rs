@@ -3,7 +3,8 @@
 //! jobs), so it works whatever process or host ran the job.
 //!
 //! - [`hub`]: one watch stream per server, numbered events, a replay
-//!   buffer, routing to WebSocket subscribers; [`ws`]: `GET /api/ws`.
+//!   buffer, routing to WebSocket subscribers (the route, `GET /api/ws`,
+//!   is the HTTP API's).
 //! - [`webhook`]: Standard-Webhooks-signed POSTs as durable
 //!   `webhook_delivery` jobs; [`ssrf`]: where they may go.
 //! - [`email`]: completion mail as durable `email_delivery` jobs.
@@ -17,7 +18,6 @@ pub mod email;
 pub mod hub;
 pub mod ssrf;
 pub mod webhook;
-pub mod ws;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,14 +25,13 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::sync::watch;
 
-use crate::config::job_types;
-use crate::queue::{Job, JobId, JobRecord, JobStatus, NewJob, Queue, QueueError, WatchFilter};
+use crate::jobs::types as job_types;
 use crate::results::ResultStore;
+use docproc_queue::{Job, JobId, JobRecord, JobStatus, NewJob, Queue, QueueError, WatchFilter};
 
 pub use email::{EmailConfig, Mailer};
 pub use hub::{Hub, HubConfig};
 pub use webhook::{WebhookConfig, Webhooks};
-pub use ws::WsConfig;
 
 /// Why notifications could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +45,35 @@ pub enum NotifyError {
     /// The queue.
     #[error("queue: {0}")]
     Queue(#[from] QueueError),
+}
+
+/// WebSocket settings (part of [`NotifyConfig`]): the connections `GET /api/ws` serves.
+#[derive(Debug, Clone)]
+pub struct WsConfig {
+    /// How often the server pings.
+    pub ping_every: Duration,
+    /// A connection silent this long (no pong, no message) is closed.
+    pub idle_timeout: Duration,
+    /// A frame the client does not take within this is the end of it.
+    pub send_timeout: Duration,
+    /// Job ids, correlation ids and `all` one connection may follow.
+    pub max_subscriptions: usize,
+    /// Largest client message, bytes.
+    pub max_message: usize,
+}
+
+impl Default for WsConfig {
+    /// Ping every 20 s, close after 60 s of silence, 10 s to take a frame,
+    /// 1,000 subscriptions per connection, 64 KiB messages.
+    fn default() -> Self {
+        Self {
+            ping_every: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(10),
+            max_subscriptions: 1000,
+            max_message: 64 * 1024,
+        }
+    }
 }
 
 /// Every notification setting, defaults in [`NotifyConfig::default`].
@@ -98,6 +126,32 @@ impl Notifier {
         })
     }
 
+    /// Where the notifications `targets` asked for of `job` stand:
+    /// `(webhook, email)` as their senders recorded them, `not_sent`
+    /// before the first attempt, `None` when not asked for.
+    pub async fn delivery_state(
+        &self,
+        results: &ResultStore,
+        job: &JobId,
+        targets: &Targets,
+    ) -> (Option<serde_json::Value>, Option<serde_json::Value>) {
+        let mut webhook = None;
+        if let Some(url) = &targets.callback_url {
+            webhook = Some(match results.read_meta(job, webhook::STATE_FILE).await {
+                Some(v) => v,
+                None => serde_json::json!({ "url": url, "state": "not_sent", "attempts": 0 }),
+            });
+        }
+        let mut email = None;
+        if let Some(to) = &targets.email {
+            email = Some(match results.read_meta(job, email::STATE_FILE).await {
+                Some(v) => v,
+                None => serde_json::json!({ "to": to, "state": "not_sent", "attempts": 0 }),
+            });
+        }
+        (webhook, email)
+    }
+
     /// The notification jobs a finished `source` asks for.
     pub fn jobs_for(&self, source: &Job, targets: &Targets) -> Vec<NewJob> {
         let mut jobs = Vec::new();
@@ -146,20 +200,6 @@ pub struct Targets {
 }
 
 impl Targets {
-    /// From an extraction job's payload.
-    pub fn of(payload: &serde_json::Value) -> Self {
-        let get = |k: &str| {
-            payload
-                .get(k)
-                .and_then(serde_json::Value::as_str)
-                .map(str::to_string)
-        };
-        Self {
-            callback_url: get("callback_url"),
-            email: get("email"),
-        }
-    }
-
     /// Whether nothing is to be sent.
     pub fn is_empty(&self) -> bool {
         self.callback_url.is_none() && self.email.is_none()
@@ -197,8 +237,8 @@ pub async fn wait_final(queue: &dyn Queue, id: &JobId) -> Option<JobRecord> {
 /// again — completes the notification as skipped).
 pub(crate) async fn begin<P: serde::de::DeserializeOwned + Sourced>(
     queue: &dyn Queue,
-    lease: crate::queue::Lease,
-) -> Option<(crate::queue::Lease, P, JobRecord)> {
+    lease: docproc_queue::Lease,
+) -> Option<(docproc_queue::Lease, P, JobRecord)> {
     let p: P = match serde_json::from_value(lease.job().payload.clone()) {
         Ok(p) => p,
         Err(e) => {
@@ -224,10 +264,12 @@ pub(crate) trait Sourced {
 }
 
 /// Announces the jobs no worker finished: those failed because their last
-/// lease expired (the worker died). Runs in `docproc serve` until `stop`.
+/// lease expired (the worker died), to the targets `targets_of` reads from
+/// each job. Runs in `docproc serve` until `stop`.
 pub async fn watch_expired(
     queue: Arc<dyn Queue>,
     notifier: Arc<Notifier>,
+    targets_of: fn(&Job) -> Targets,
     mut stop: watch::Receiver<bool>,
 ) {
     while !*stop.borrow() {
@@ -261,7 +303,7 @@ pub async fn watch_expired(
                 continue;
             }
             if let Ok(r) = queue.get(&ev.job_id).await {
-                let targets = Targets::of(&r.job.payload);
+                let targets = targets_of(&r.job);
                 if !targets.is_empty() {
                     notifier.announce(queue.as_ref(), &r.job, &targets).await;
                 }

@@ -16,10 +16,10 @@ use serde_json::{json, Value};
 
 use super::ssrf::{Allowlist, Guard, SsrfError};
 use super::{begin, NotifyError, Sourced};
-use crate::config::job_types;
-use crate::queue::{Job, JobId, JobRecord, Lease, NewJob, RetryPolicy};
+use crate::jobs::types as job_types;
 use crate::results::ResultStore;
 use crate::time::{now_ms, rfc3339};
+use docproc_queue::{Job, JobId, JobRecord, Lease, NewJob, RetryPolicy};
 
 /// Webhook settings (part of [`NotifyConfig`](super::NotifyConfig)).
 #[derive(Debug, Clone)]
@@ -235,7 +235,7 @@ pub struct Webhooks {
     client: reqwest::Client,
     cfg: WebhookConfig,
     results: ResultStore,
-    queue: Arc<dyn crate::queue::Queue>,
+    queue: Arc<dyn docproc_queue::Queue>,
     /// Where attempt outcomes are counted.
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
@@ -257,7 +257,7 @@ impl Webhooks {
         cfg: WebhookConfig,
         secret: &str,
         results: ResultStore,
-        queue: Arc<dyn crate::queue::Queue>,
+        queue: Arc<dyn docproc_queue::Queue>,
     ) -> Result<Self, NotifyError> {
         crate::llm::install_crypto();
         let signer = Signer::from_secret(secret)?;

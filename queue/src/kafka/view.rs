@@ -1,0 +1,308 @@
+//! The status view: every job's latest snapshot and the cancel markers,
+//! read from the compacted status topic by every process (and written
+//! through by the process making a change), serving get, list, stats and
+//! watch.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures::StreamExt;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::{broadcast, watch};
+
+use super::wire::{decode, Snapshot};
+use crate::error::{QueueError, Result};
+use crate::model::{
+    validate_job_type, Counters, JobEvent, JobId, JobPage, JobStatus, JobTypeStats, ListQuery,
+    Priority, PriorityDepth,
+};
+
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+#[derive(Default)]
+struct State {
+    jobs: HashMap<JobId, Snapshot>,
+    cancels: HashSet<JobId>,
+}
+
+/// Jobs as this process knows them.
+pub(super) struct View {
+    state: Mutex<State>,
+    events: broadcast::Sender<JobEvent>,
+}
+
+impl View {
+    pub(super) fn new() -> Self {
+        Self {
+            state: Mutex::default(),
+            events: broadcast::channel(4096).0,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a snapshot unless a later one is known; publishes the change.
+    pub(super) fn apply(&self, snap: Snapshot) {
+        let mut st = self.lock();
+        let event = match st.jobs.get(&snap.job.job_id) {
+            Some(cur) if cur.rev > snap.rev => None,
+            Some(cur) if (cur.status, cur.attempts) == (snap.status, snap.attempts) => {
+                (cur.progress != snap.progress).then(|| snap.event(true))
+            }
+            _ => Some(snap.event(false)),
+        };
+        if st
+            .jobs
+            .get(&snap.job.job_id)
+            .is_none_or(|cur| cur.rev <= snap.rev)
+        {
+            st.jobs.insert(snap.job.job_id.clone(), snap);
+        }
+        drop(st);
+        if let Some(e) = event {
+            let _ = self.events.send(e);
+        }
+    }
+
+    /// A tombstone: the job is gone (past retention).
+    pub(super) fn forget(&self, id: &JobId) {
+        let mut st = self.lock();
+        st.jobs.remove(id);
+        st.cancels.remove(id);
+    }
+
+    pub(super) fn set_cancel(&self, id: JobId, on: bool) {
+        let mut st = self.lock();
+        if on {
+            st.cancels.insert(id);
+        } else {
+            st.cancels.remove(&id);
+        }
+    }
+
+    /// The job's snapshot and whether a cancel was asked for.
+    pub(super) fn get(&self, id: &JobId) -> Option<(Snapshot, bool)> {
+        let st = self.lock();
+        st.jobs
+            .get(id)
+            .map(|s| (s.clone(), st.cancels.contains(id)))
+    }
+
+    pub(super) fn subscribe(&self) -> broadcast::Receiver<JobEvent> {
+        self.events.subscribe()
+    }
+
+    /// Final jobs that finished before `before_ms`.
+    pub(super) fn finished_before(&self, before_ms: u64) -> Vec<JobId> {
+        self.lock()
+            .jobs
+            .values()
+            .filter(|s| s.status.is_final() && s.completed_at_ms.unwrap_or(0) < before_ms)
+            .map(|s| s.job.job_id.clone())
+            .collect()
+    }
+
+    /// A page of jobs, newest first; the cursor is `CREATED:ID` of the last
+    /// job of the previous page.
+    pub(super) fn list(&self, q: &ListQuery) -> Result<JobPage> {
+        let limit = match q.limit {
+            None | Some(0) => DEFAULT_LIMIT,
+            Some(n) => (n as usize).min(MAX_LIMIT),
+        };
+        for t in &q.job_types {
+            validate_job_type(t)?;
+        }
+        let after = match &q.cursor {
+            None => None,
+            Some(c) => {
+                let bad = || QueueError::InvalidArgument(format!("bad cursor {c:?}"));
+                let (t, id) = c.split_once(':').ok_or_else(bad)?;
+                Some((t.parse::<u64>().map_err(|_| bad())?, id.to_string()))
+            }
+        };
+        let st = self.lock();
+        let mut hits: Vec<&Snapshot> = st
+            .jobs
+            .values()
+            .filter(|s| q.job_types.is_empty() || q.job_types.contains(&s.job.job_type))
+            .filter(|s| q.statuses.is_empty() || q.statuses.contains(&s.status))
+            .filter(|s| q.created_from_ms.is_none_or(|f| s.job.created_at_ms >= f))
+            .filter(|s| q.created_to_ms.is_none_or(|t| s.job.created_at_ms <= t))
+            .filter(|s| {
+                after.as_ref().is_none_or(|(t, id)| {
+                    (s.job.created_at_ms, s.job.job_id.0.as_str()) < (*t, id.as_str())
+                })
+            })
+            .collect();
+        hits.sort_by(|a, b| {
+            (b.job.created_at_ms, &b.job.job_id).cmp(&(a.job.created_at_ms, &a.job.job_id))
+        });
+        let more = hits.len() > limit;
+        hits.truncate(limit);
+        let next_cursor = more
+            .then(|| {
+                hits.last()
+                    .map(|s| format!("{}:{}", s.job.created_at_ms, s.job.job_id))
+            })
+            .flatten();
+        Ok(JobPage {
+            jobs: hits
+                .into_iter()
+                .map(|s| s.record(st.cancels.contains(&s.job.job_id)))
+                .collect(),
+            next_cursor,
+        })
+    }
+
+    /// Depth per type, priority and status; counters from the jobs kept.
+    pub(super) fn stats(&self) -> Vec<JobTypeStats> {
+        let st = self.lock();
+        let mut by_type: HashMap<&str, JobTypeStats> = HashMap::new();
+        for s in st.jobs.values() {
+            let t = by_type
+                .entry(s.job.job_type.as_str())
+                .or_insert_with(|| JobTypeStats {
+                    job_type: s.job.job_type.clone(),
+                    priorities: Priority::ALL
+                        .into_iter()
+                        .map(|p| PriorityDepth {
+                            priority: p,
+                            ..Default::default()
+                        })
+                        .collect(),
+                    counters: Counters::default(),
+                });
+            let d = &mut t.priorities[s.job.priority.level() as usize];
+            match s.status {
+                JobStatus::Pending => d.pending += 1,
+                JobStatus::Queued => d.queued += 1,
+                JobStatus::Processing => d.processing += 1,
+                JobStatus::Retrying => d.retrying += 1,
+                JobStatus::Failed => d.failed += 1,
+                JobStatus::Completed | JobStatus::Cancelled => {}
+            }
+            let c = &mut t.counters;
+            c.published += 1;
+            c.started += u64::from(s.attempts);
+            c.retried += u64::from(s.retries);
+            c.lease_expired += u64::from(s.expiries);
+            match s.status {
+                JobStatus::Completed => c.completed += 1,
+                JobStatus::Failed => c.failed += 1,
+                JobStatus::Cancelled => c.cancelled += 1,
+                _ => {}
+            }
+        }
+        let mut out: Vec<JobTypeStats> = by_type.into_values().collect();
+        out.sort_by(|a, b| a.job_type.cmp(&b.job_type));
+        out
+    }
+}
+
+/// One status topic record into the view.
+fn take(view: &View, key: Option<&[u8]>, value: Option<&[u8]>) {
+    let Some(key) = key.and_then(|k| std::str::from_utf8(k).ok()) else {
+        return;
+    };
+    let Some((kind, id)) = key.split_once(':') else {
+        return;
+    };
+    let id = JobId(id.to_string());
+    match (kind, value) {
+        ("s", Some(v)) => match decode::<Snapshot>(v) {
+            Ok(s) => view.apply(s),
+            Err(e) => tracing::warn!(error = %e, "skipping a status record"),
+        },
+        ("s", None) => view.forget(&id),
+        ("c", v) => view.set_cancel(id, v.is_some()),
+        _ => {}
+    }
+}
+
+/// Reads the status topic from its start into `view`: first up to the end
+/// it has now (before the queue answers anything), then follows it until
+/// `closed`.
+pub(super) async fn read(
+    consumer: Arc<StreamConsumer>,
+    topic: String,
+    view: Arc<View>,
+    caught_up: tokio::sync::oneshot::Sender<Result<()>>,
+    mut closed: watch::Receiver<bool>,
+) {
+    let ends = {
+        let (c, t) = (consumer.clone(), topic.clone());
+        tokio::task::spawn_blocking(move || -> Result<HashMap<i32, i64>> {
+            let md = c
+                .fetch_metadata(Some(&t), Duration::from_secs(10))
+                .map_err(|e| QueueError::Unavailable(format!("kafka metadata: {e}")))?;
+            let mut ends = HashMap::new();
+            let mut tpl = TopicPartitionList::new();
+            for p in md.topics().iter().flat_map(|t| t.partitions()) {
+                let (_, high) = c
+                    .fetch_watermarks(&t, p.id(), Duration::from_secs(10))
+                    .map_err(|e| QueueError::Unavailable(format!("kafka watermarks: {e}")))?;
+                ends.insert(p.id(), high);
+                tpl.add_partition_offset(&t, p.id(), Offset::Beginning)
+                    .map_err(|e| QueueError::Backend(e.to_string()))?;
+            }
+            c.assign(&tpl)
+                .map_err(|e| QueueError::Backend(format!("kafka assign: {e}")))?;
+            Ok(ends)
+        })
+        .await
+    };
+    let mut ends = match ends {
+        Ok(Ok(e)) => e,
+        Ok(Err(e)) => {
+            let _ = caught_up.send(Err(e));
+            return;
+        }
+        Err(e) => {
+            let _ = caught_up.send(Err(QueueError::Backend(e.to_string())));
+            return;
+        }
+    };
+    ends.retain(|_, high| *high > 0);
+    let mut caught_up = Some(caught_up);
+    if ends.is_empty() {
+        if let Some(c) = caught_up.take() {
+            let _ = c.send(Ok(()));
+        }
+    }
+    let mut stream = consumer.stream();
+    loop {
+        let msg = tokio::select! {
+            m = stream.next() => m,
+            _ = closed.wait_for(|c| *c) => return,
+        };
+        match msg {
+            Some(Ok(m)) => {
+                take(&view, m.key(), m.payload());
+                if caught_up.is_some() {
+                    if ends
+                        .get(&m.partition())
+                        .is_some_and(|h| m.offset() + 1 >= *h)
+                    {
+                        ends.remove(&m.partition());
+                    }
+                    if ends.is_empty() {
+                        if let Some(c) = caught_up.take() {
+                            let _ = c.send(Ok(()));
+                        }
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "kafka status reader");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            None => return,
+        }
+    }
+}

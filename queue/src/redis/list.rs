@@ -1,0 +1,185 @@
+//! Listing and stats of the Redis adapter: pages of jobs newest first from
+//! the per-type, per-status index sets, and depth and counters per type.
+
+use std::collections::HashMap;
+
+use super::records::record;
+use super::{map, Inner};
+use crate::error::{QueueError, Result};
+use crate::model::{
+    validate_job_type, Counters, JobId, JobPage, JobStatus, JobTypeStats, ListQuery, Priority,
+    PriorityDepth,
+};
+
+/// Page size when the query names none, and the most a page may hold.
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+/// A page of jobs, newest first. Ids grow with creation time (both come
+/// from the same script on the server's clock), so the scan walks ids down
+/// from the cursor and stops at the first job created before the window.
+pub(super) async fn list(inner: &Inner, q: &ListQuery) -> Result<JobPage> {
+    let limit = match q.limit {
+        None | Some(0) => DEFAULT_LIMIT,
+        Some(n) => (n as usize).min(MAX_LIMIT),
+    };
+    let mut upper: Option<u64> = match &q.cursor {
+        Some(c) => Some(
+            c.parse()
+                .map_err(|_| QueueError::InvalidArgument(format!("bad cursor {c:?}")))?,
+        ),
+        None => None,
+    };
+    let mut c = inner.conn.clone();
+    let types: Vec<String> = if q.job_types.is_empty() {
+        redis::cmd("SMEMBERS")
+            .arg(inner.key("types"))
+            .query_async(&mut c)
+            .await
+            .map_err(map)?
+    } else {
+        for t in &q.job_types {
+            validate_job_type(t)?;
+        }
+        q.job_types.clone()
+    };
+    let statuses: Vec<JobStatus> = if q.statuses.is_empty() {
+        JobStatus::ALL.to_vec()
+    } else {
+        q.statuses.clone()
+    };
+    let keys: Vec<String> = types
+        .iter()
+        .flat_map(|t| {
+            statuses
+                .iter()
+                .map(move |s| inner.key(&format!("idx:{t}:{s}")))
+        })
+        .collect();
+    let want = limit + 1;
+    let batch = want.max(50);
+    let mut out = Vec::new();
+    'scan: while !keys.is_empty() {
+        let max = upper.map_or("+inf".to_string(), |u| format!("({u}"));
+        let mut pipe = redis::pipe();
+        for k in &keys {
+            pipe.cmd("ZREVRANGEBYSCORE")
+                .arg(k)
+                .arg(&max)
+                .arg("-inf")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(batch);
+        }
+        let found: Vec<Vec<String>> = pipe.query_async(&mut c).await.map_err(map)?;
+        let mut ids: Vec<u64> = found
+            .iter()
+            .flatten()
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        ids.dedup();
+        let exhausted = ids.len() < batch;
+        ids.truncate(batch);
+        if ids.is_empty() {
+            break;
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HGETALL").arg(inner.key(&format!("job:{id}")));
+        }
+        let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut c).await.map_err(map)?;
+        for (id, h) in ids.iter().zip(&hashes) {
+            upper = Some(*id);
+            // Gone (past retention) or moved on since the index was read.
+            let Some(r) = record(&JobId(id.to_string()), h)? else {
+                continue;
+            };
+            if !statuses.contains(&r.status) || !types.contains(&r.job.job_type) {
+                continue;
+            }
+            if q.created_to_ms.is_some_and(|to| r.job.created_at_ms > to) {
+                continue;
+            }
+            if q.created_from_ms
+                .is_some_and(|from| r.job.created_at_ms < from)
+            {
+                break 'scan;
+            }
+            out.push(r);
+            if out.len() == want {
+                break 'scan;
+            }
+        }
+        if exhausted {
+            break;
+        }
+    }
+    let more = out.len() > limit;
+    out.truncate(limit);
+    let next_cursor = if more {
+        out.last().map(|r| r.job.job_id.0.clone())
+    } else {
+        None
+    };
+    Ok(JobPage {
+        jobs: out,
+        next_cursor,
+    })
+}
+
+/// Depth per priority and status, and counters, of every job type seen.
+pub(super) async fn stats(inner: &Inner) -> Result<Vec<JobTypeStats>> {
+    let mut c = inner.conn.clone();
+    let mut types: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(inner.key("types"))
+        .query_async(&mut c)
+        .await
+        .map_err(map)?;
+    types.sort();
+    if types.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for t in &types {
+        pipe.cmd("HGETALL").arg(inner.key(&format!("depth:{t}")));
+        pipe.cmd("HGETALL").arg(inner.key(&format!("count:{t}")));
+    }
+    let hashes: Vec<HashMap<String, i64>> = pipe.query_async(&mut c).await.map_err(map)?;
+    Ok(types
+        .into_iter()
+        .zip(hashes.chunks(2))
+        .map(|(job_type, h)| {
+            let (depth, count) = (&h[0], &h[1]);
+            let n =
+                |m: &HashMap<String, i64>, k: &str| m.get(k).copied().unwrap_or(0).max(0) as u64;
+            let priorities = Priority::ALL
+                .into_iter()
+                .map(|p| {
+                    let d = |s: &str| n(depth, &format!("{s}:{}", p.level()));
+                    PriorityDepth {
+                        priority: p,
+                        pending: d("pending"),
+                        queued: d("queued"),
+                        processing: d("processing"),
+                        retrying: d("retrying"),
+                        failed: d("failed"),
+                    }
+                })
+                .collect();
+            JobTypeStats {
+                job_type,
+                priorities,
+                counters: Counters {
+                    published: n(count, "published"),
+                    started: n(count, "started"),
+                    completed: n(count, "completed"),
+                    retried: n(count, "retried"),
+                    lease_expired: n(count, "lease_expired"),
+                    failed: n(count, "failed"),
+                    cancelled: n(count, "cancelled"),
+                },
+            }
+        })
+        .collect())
+}

@@ -1,0 +1,111 @@
+//! A `docproc worker` process killed with SIGKILL while it holds a job, on
+//! the shared backends (Redis, and Kafka when built in): nothing relies on
+//! the dead process, the job is retried by another worker process after its
+//! lease runs out and completes as attempt 2.
+
+use crate::common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{script, TestServer};
+
+/// Kills a child process when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn worker(url: &str, dir: &std::path::Path, extractor: Option<&std::path::Path>) -> Proc {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_docproc"));
+    cmd.args(["worker", "--queue", url, "--excel-workers", "1"])
+        .args(["--pdf-workers", "0", "--ai-workers", "0"])
+        .arg("--data-dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(x) = extractor {
+        cmd.arg("--extractor").arg(x);
+    }
+    Proc(cmd.spawn().expect("spawn docproc worker"))
+}
+
+/// Uploads a file, lets a worker that hangs take it, kills that worker,
+/// and checks a second worker completes it as the second attempt.
+async fn survives_a_killed_worker(url: String) {
+    let queue = url.clone();
+    let s = TestServer::start(move |c| {
+        c.queue_url = Some(queue);
+        c.job_timeout = Duration::from_secs(2);
+        c.pools = common::no_local_workers();
+    })
+    .await;
+    let hang = script(s.dir.path(), "sleep 60");
+    let id = s.submit("a.csv", b"region,total\nNorth,3\n", &[]).await;
+    let mut first = worker(&url, s.dir.path(), Some(&hang));
+    let st = s.wait(&id, "processing", 60).await;
+    assert_eq!(st["attempts"], 1);
+    first.0.kill().expect("SIGKILL the worker");
+    let _ = first.0.wait();
+    let _second = worker(&url, s.dir.path(), None);
+    let st = s.wait(&id, "completed", 90).await;
+    assert_eq!(st["attempts"], 2, "{st}");
+    let res = s.get(&format!("/api/job/{id}/result")).await.json();
+    assert_eq!(res["sheets"][0]["cells"][1][0], "North");
+    s.stop().await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_job_of_a_killed_worker_is_retried() {
+    let server = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("docproc-test-crash-{}", std::process::id());
+    let reachable = redis::Client::open(server.as_str())
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
+        .is_ok();
+    if !reachable {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but Redis at {server} does not answer"
+        );
+        eprintln!("SKIPPED: Redis at {server} does not answer");
+        return;
+    }
+    survives_a_killed_worker(format!("{server}/0?prefix={prefix}")).await;
+    if let Ok(mut c) = redis::Client::open(server.as_str()).and_then(|c| c.get_connection()) {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}:*"))
+            .query(&mut c)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<u64, _> = redis::cmd("DEL").arg(keys).query(&mut c);
+        }
+    }
+}
+
+/// Needs a broker that expires a dead member's session and hands its
+/// partitions to a new member: against tansu 0.6 the job stayed with the
+/// killed worker past 90 s (see README), so this runs only when asked:
+/// `KAFKA_BROKERS=… cargo test --features kafka -- --ignored`.
+#[cfg(feature = "kafka")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "tansu 0.6 keeps a killed member's partitions; run against Kafka with --ignored"]
+async fn kafka_job_of_a_killed_worker_is_retried() {
+    let Some(brokers) = std::env::var("KAFKA_BROKERS")
+        .ok()
+        .filter(|b| !b.is_empty())
+    else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but KAFKA_BROKERS is not"
+        );
+        eprintln!("SKIPPED: KAFKA_BROKERS is not set");
+        return;
+    };
+    let prefix = format!("docproc-test-crash-{}", std::process::id());
+    survives_a_killed_worker(format!("kafka://{brokers}?prefix={prefix}")).await;
+}
