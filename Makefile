@@ -74,7 +74,7 @@ fuzz-smoke:
 	$(MAKE) fuzz FUZZ_SECS=20 FUZZ_TARGETS="detect csv pdf" FUZZ_FEATURES=
 
 ## Lints as CI expects them.
-lint:
+lint: bootstrap
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --features $(FEATURES) -- -D warnings
 
