@@ -132,7 +132,7 @@ async fn the_dashboard_uploads_follows_cancels_and_retries() {
     // The API reference renders from /api/openapi.json, offline.
     b.goto(&format!("{base}/api/docs")).await;
     b.wait_text("#reference", 10, |t| {
-        t.contains("POST /api/upload-async") && t.contains("UploadAccepted")
+        t.contains("POST /api/upload-async") && t.contains("Submitted")
     })
     .await;
     shot(&b, "5-api-reference").await;
