@@ -40,6 +40,27 @@ pub fn validate_queue(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Longest owner name.
+pub const MAX_OWNER_LEN: usize = 128;
+
+/// Owners are 0..=128 bytes of printable characters (no control
+/// characters, so `0x00` separates an owner from what follows); empty is
+/// nobody.
+pub fn validate_owner(owner: &str) -> Result<()> {
+    if owner.len() > MAX_OWNER_LEN {
+        return Err(Error::InvalidArgument(format!(
+            "owner must be at most {MAX_OWNER_LEN} bytes, got {}",
+            owner.len()
+        )));
+    }
+    if owner.chars().any(char::is_control) {
+        return Err(Error::InvalidArgument(format!(
+            "owner {owner:?} has a control character"
+        )));
+    }
+    Ok(())
+}
+
 /// Key of a message in the `msgs`, `live` and `done` families.
 pub fn id_key(id: u64) -> [u8; 8] {
     id.to_be_bytes()
@@ -95,6 +116,25 @@ pub fn final_key(queue: &str, state: u8, created_at_ms: u64, id: u64) -> Vec<u8>
     suffix[1..9].copy_from_slice(&created_at_ms.to_be_bytes());
     suffix[9..].copy_from_slice(&id.to_be_bytes());
     queue_key(queue, &suffix)
+}
+
+/// Key of a final message in the `owners` index: `owner 0x00` then its
+/// [`final_key`], so one owner's messages of one queue in one final state
+/// sort by creation time.
+pub fn owner_final_key(
+    owner: &str,
+    queue: &str,
+    state: u8,
+    created_at_ms: u64,
+    id: u64,
+) -> Vec<u8> {
+    queue_key(owner, &final_key(queue, state, created_at_ms, id))
+}
+
+/// Decodes an [`owner_final_key`] into `(created_at, id)`.
+pub fn decode_owner_final_key(key: &[u8]) -> Result<(u64, u64)> {
+    let (_, rest) = decode_queue_key(key)?;
+    decode_final_key(rest)
 }
 
 /// Decodes a [`final_key`] into `(created_at, id)`.
@@ -193,6 +233,20 @@ mod tests {
         }
 
         #[test]
+        fn owner_keys_group_by_owner_then_sort_like_final_keys(o in "[^\\p{Cc}]{0,20}", p in "[^\\p{Cc}]{0,20}", q in queue_name(), s1 in 0u8..8, s2 in 0u8..8, t1: u64, i1: u64, t2: u64, i2: u64) {
+            prop_assert!(validate_owner(&o).is_ok());
+            let (a, b) = (owner_final_key(&o, &q, s1, t1, i1), owner_final_key(&o, &q, s2, t2, i2));
+            prop_assert_eq!((s1, t1, i1).cmp(&(s2, t2, i2)), a.cmp(&b));
+            prop_assert_eq!(decode_owner_final_key(&a).ok(), Some((t1, i1)));
+            // One owner's range never holds another owner's keys.
+            if o != p {
+                let (lo, hi) = (owner_final_key(&o, &q, 0, 0, 0), owner_final_key(&o, &q, 8, 0, 0));
+                let other = owner_final_key(&p, &q, s1, t1, i1);
+                prop_assert!(other < lo || other >= hi);
+            }
+        }
+
+        #[test]
         fn blob_keys_are_distinct(id: u64) {
             let keys = [Blob::Payload, Blob::Result, Blob::Progress].map(|b| blob_key(id, b));
             prop_assert!(keys[0] < keys[1] && keys[1] < keys[2]);
@@ -213,6 +267,11 @@ mod tests {
             assert!(validate_queue(bad).is_err(), "{bad:?} accepted");
         }
         assert!(decode_queue_key(b"no-separator").is_err());
+        assert!(validate_owner("").is_ok());
+        assert!(validate_owner("team α / key-1").is_ok());
+        assert!(validate_owner("nul\0").is_err());
+        assert!(validate_owner("line\nbreak").is_err());
+        assert!(validate_owner(&"o".repeat(129)).is_err());
         assert!(decode_id(b"short").is_err());
     }
 }

@@ -46,6 +46,11 @@ pub(crate) struct Status {
     /// When a final message is removed; its key in the `expiry` family.
     #[prost(uint64, tag = "17")]
     pub(crate) expires_at_ms: u64,
+    /// Who the message belongs to; empty: nobody. Kept here (not in the
+    /// immutable record) because listing by owner reads it for live
+    /// messages from memory.
+    #[prost(string, tag = "18")]
+    pub(crate) owner: String,
 }
 
 impl Status {

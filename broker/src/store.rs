@@ -43,12 +43,15 @@ pub(crate) enum Cf {
     Expiry,
     /// queue|state|created_at|id → empty: final messages, for listing.
     Finals,
+    /// owner|queue|state|created_at|id → empty: final messages of an
+    /// owner, for listing one owner's messages.
+    Owners,
     /// Counters, queue settings, id high-water mark.
     Meta,
 }
 
 impl Cf {
-    const ALL: [Cf; 9] = [
+    const ALL: [Cf; 10] = [
         Cf::Msgs,
         Cf::Blobs,
         Cf::Live,
@@ -57,6 +60,7 @@ impl Cf {
         Cf::Dedup,
         Cf::Expiry,
         Cf::Finals,
+        Cf::Owners,
         Cf::Meta,
     ];
 
@@ -70,6 +74,7 @@ impl Cf {
             Cf::Dedup => "dedup",
             Cf::Expiry => "expiry",
             Cf::Finals => "finals",
+            Cf::Owners => "owners",
             Cf::Meta => "meta",
         }
     }

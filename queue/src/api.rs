@@ -8,7 +8,7 @@ use futures::stream::BoxStream;
 use crate::error::{QueueError, Result};
 use crate::lease::Lease;
 use crate::model::{
-    CancelOutcome, Job, JobEvent, JobId, JobPage, JobRecord, JobTypeStats, ListQuery, NewJob,
+    CancelOutcome, JobEvent, JobId, JobPage, JobRecord, JobTypeStats, ListQuery, NewJob,
     WatchFilter,
 };
 
@@ -161,10 +161,4 @@ where
         },
     )
     .boxed()
-}
-
-/// The name of the API key that submitted `job` (its payload's `owner`),
-/// if any.
-pub fn owner_of(job: &Job) -> Option<&str> {
-    job.payload.get("owner").and_then(serde_json::Value::as_str)
 }

@@ -4,7 +4,8 @@
 //!
 //! Mapping: a job type is a broker queue; priorities low..urgent are broker
 //! priorities 0..3; `max_retries` is `max_attempts - 1`; the timeout is the
-//! lease timeout; the job id is the broker's message id in decimal. The
+//! lease timeout; the job id is the broker's message id in decimal; the
+//! owner is the message's owner, which the broker indexes for listing. The
 //! payload, correlation id, callback context and timeout travel in a small
 //! JSON envelope as the message payload; results and progress are stored as
 //! JSON bytes. Broker states map onto job statuses one to one (delayed is
@@ -23,8 +24,9 @@ use serde_json::Value;
 use super::error::{QueueError, Result};
 use super::lease::{Heartbeat, Lease, LeaseOps, RetryPolicy};
 use super::model::{
-    validate_job_type, validate_job_types, CancelOutcome, Counters, Job, JobEvent, JobId, JobPage,
-    JobRecord, JobStatus, JobTypeStats, ListQuery, NewJob, Priority, PriorityDepth, WatchFilter,
+    legacy_owner, validate_job_type, validate_job_types, CancelOutcome, Counters, Job, JobEvent,
+    JobId, JobPage, JobRecord, JobStatus, JobTypeStats, ListQuery, NewJob, Priority, PriorityDepth,
+    WatchFilter,
 };
 use crate::api::{ConsumeOptions, EventStream, LeaseStream, Queue, SyncLatency};
 
@@ -146,6 +148,7 @@ fn encode(job: NewJob) -> Result<pb::NewMessage> {
         max_attempts: job.max_retries + 1,
         lease_timeout_ms: timeout_ms,
         not_before_ms: job.run_at_ms.unwrap_or(0),
+        owner: job.owner.unwrap_or_default(),
         ..Default::default()
     })
 }
@@ -162,22 +165,35 @@ fn parse_id(id: &JobId) -> Result<u64> {
         .ok_or_else(|| QueueError::NotFound(id.clone()))
 }
 
-fn job(
+/// What the broker keeps of a message besides its envelope.
+struct Stored {
     id: u64,
     queue: String,
     priority: u32,
     max_attempts: u32,
     created_at_ms: u64,
-    payload: &[u8],
-) -> Result<Job> {
+    owner: String,
+}
+
+fn job(m: Stored, payload: &[u8]) -> Result<Job> {
+    let Stored {
+        id,
+        queue,
+        priority,
+        max_attempts,
+        created_at_ms,
+        owner,
+    } = m;
     let env: Envelope = serde_json::from_slice(payload).map_err(|e| {
         QueueError::Backend(format!(
             "message {id} in queue {queue} is not a docproc job: {e}"
         ))
     })?;
+    let owner = nonempty(owner).or_else(|| legacy_owner(&env.payload));
     Ok(Job {
         job_id: job_id(id),
         job_type: queue,
+        owner,
         payload: env.payload,
         priority: Priority::from_level(priority),
         max_retries: max_attempts.saturating_sub(1),
@@ -227,11 +243,14 @@ fn nonempty(s: String) -> Option<String> {
 fn record(m: pb::Message) -> Result<JobRecord> {
     let st = m.state();
     let job = job(
-        m.id,
-        m.queue,
-        m.priority,
-        m.max_attempts,
-        m.created_at_ms,
+        Stored {
+            id: m.id,
+            queue: m.queue,
+            priority: m.priority,
+            max_attempts: m.max_attempts,
+            created_at_ms: m.created_at_ms,
+            owner: m.owner,
+        },
         &m.payload,
     )?;
     Ok(JobRecord {
@@ -315,10 +334,9 @@ fn parse_cursor(s: &str) -> Result<pb::ListCursor> {
 }
 
 fn list_request(q: &ListQuery) -> Result<pb::ListRequest> {
-    for t in &q.job_types {
-        validate_job_type(t)?;
-    }
+    q.validate()?;
     Ok(pb::ListRequest {
+        owner: q.owner.clone().unwrap_or_default(),
         queues: q.job_types.clone(),
         states: q.statuses.iter().map(|s| state(*s) as i32).collect(),
         created_from_ms: q.created_from_ms.unwrap_or(0),
@@ -380,11 +398,14 @@ impl<B: BrokerApi> Queue for BrokerQueue<B> {
             .map(move |item| {
                 let (d, held) = item?;
                 let job = job(
-                    d.id,
-                    d.queue,
-                    d.priority,
-                    d.max_attempts,
-                    d.created_at_ms,
+                    Stored {
+                        id: d.id,
+                        queue: d.queue,
+                        priority: d.priority,
+                        max_attempts: d.max_attempts,
+                        created_at_ms: d.created_at_ms,
+                        owner: d.owner,
+                    },
                     &d.payload,
                 )?;
                 let ops = BrokerLease {
@@ -528,13 +549,23 @@ mod tests {
             .max_retries(2)
             .timeout(Duration::from_millis(1500))
             .correlation_id("c-1")
-            .callback_context(serde_json::json!({"user": 7}));
+            .callback_context(serde_json::json!({"user": 7}))
+            .owner("team-a");
         let m = encode(new.clone()).unwrap();
+        assert_eq!(m.owner, "team-a");
         assert_eq!(
             (m.priority, m.max_attempts, m.lease_timeout_ms),
             (3, 3, 1500)
         );
-        let j = job(42, m.queue, m.priority, m.max_attempts, 9, &m.payload).unwrap();
+        let stored = |id, queue: String, owner: &str| Stored {
+            id,
+            queue,
+            priority: m.priority,
+            max_attempts: m.max_attempts,
+            created_at_ms: 9,
+            owner: owner.into(),
+        };
+        let j = job(stored(42, m.queue.clone(), &m.owner), &m.payload).unwrap();
         assert_eq!(j.job_id, JobId("42".into()));
         assert_eq!(
             (j.job_type.as_str(), j.priority, j.max_retries, j.timeout),
@@ -546,10 +577,19 @@ mod tests {
             )
         );
         assert_eq!(
-            (j.payload, j.correlation_id, j.callback_context),
-            (new.payload, new.correlation_id, new.callback_context)
+            (j.payload, j.correlation_id, j.callback_context, j.owner),
+            (
+                new.payload,
+                new.correlation_id,
+                new.callback_context,
+                new.owner
+            )
         );
-        assert!(job(1, "q".into(), 0, 1, 0, b"not json").is_err());
+        assert!(job(stored(1, "q".into(), ""), b"not json").is_err());
+        // A job stored before owners were a field: its payload's `owner`.
+        let legacy = br#"{"payload": {"owner": "team-b"}, "timeout_ms": 1000}"#;
+        let j = job(stored(2, "q".into(), ""), legacy).unwrap();
+        assert_eq!(j.owner.as_deref(), Some("team-b"));
     }
 
     #[test]

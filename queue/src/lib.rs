@@ -66,7 +66,6 @@ mod url;
 
 use std::sync::Arc;
 
-pub use api::owner_of;
 pub use api::{ConsumeOptions, EventStream, LeaseStream, Queue, SyncLatency};
 pub use error::{QueueError, Result};
 pub use lease::{Completion, Heartbeat, Lease, LeaseOps, RetryPolicy};

@@ -190,6 +190,10 @@ pub struct NewJob {
     /// then. Default none: at once.
     #[serde(default)]
     pub run_at_ms: Option<u64>,
+    /// Who the job belongs to (the API key that submitted it); listings can
+    /// ask for one owner's jobs. Default none.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 /// Default failures retried.
@@ -214,6 +218,7 @@ impl NewJob {
             correlation_id: None,
             callback_context: None,
             run_at_ms: None,
+            owner: None,
         }
     }
 
@@ -247,6 +252,12 @@ impl NewJob {
         self
     }
 
+    /// Sets the owner (default none).
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = Some(owner.into());
+        self
+    }
+
     /// Holds the job back until `unix_ms` (default: runs at once).
     pub fn run_at_ms(mut self, unix_ms: u64) -> Self {
         self.run_at_ms = Some(unix_ms);
@@ -257,6 +268,9 @@ impl NewJob {
     /// and timeout.
     pub fn validate(&self) -> Result<(), QueueError> {
         validate_job_type(&self.job_type)?;
+        if let Some(o) = &self.owner {
+            validate_owner(o)?;
+        }
         if self.max_retries > MAX_RETRIES_LIMIT {
             return Err(QueueError::InvalidArgument(format!(
                 "max_retries {} exceeds {MAX_RETRIES_LIMIT}",
@@ -274,7 +288,31 @@ impl NewJob {
     }
 }
 
-/// Checks a job type name: 1..=100 of `A-Z a-z 0-9 . _ -`.
+/// Longest owner name.
+pub const MAX_OWNER_LEN: usize = 128;
+
+/// Checks an owner name: 1..=128 bytes without control characters.
+pub fn validate_owner(owner: &str) -> Result<(), QueueError> {
+    if owner.is_empty() || owner.len() > MAX_OWNER_LEN || owner.chars().any(char::is_control) {
+        return Err(QueueError::InvalidArgument(format!(
+            "owner must be 1 to {MAX_OWNER_LEN} bytes without control characters, got {} bytes",
+            owner.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The owner of a job stored before owners were a field of their own: the
+/// server kept it in the payload's `owner`. Adapters fall back to it when a
+/// stored job has no owner, so old jobs stay visible to their API key.
+pub(crate) fn legacy_owner(payload: &Value) -> Option<String> {
+    payload
+        .get("owner")
+        .and_then(Value::as_str)
+        .filter(|o| validate_owner(o).is_ok())
+        .map(str::to_string)
+}
+
 /// Checks the job types a consumer asks for: at least one, each valid.
 pub fn validate_job_types(types: &[String]) -> Result<(), QueueError> {
     if types.is_empty() {
@@ -307,6 +345,7 @@ pub fn validate_batch(jobs: &[NewJob], max: usize) -> Result<(), QueueError> {
     })
 }
 
+/// Checks a job type name: 1..=100 of `A-Z a-z 0-9 . _ -`.
 pub fn validate_job_type(t: &str) -> Result<(), QueueError> {
     let ok = !t.is_empty()
         && t.len() <= MAX_JOB_TYPE_LEN
@@ -343,6 +382,9 @@ pub struct Job {
     pub callback_context: Option<Value>,
     /// Unix milliseconds.
     pub created_at_ms: u64,
+    /// Who the job belongs to.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 /// A job with everything known about its progress.
@@ -453,6 +495,19 @@ pub struct ListQuery {
     pub cursor: Option<String>,
     /// Page size, 1..=1000 (default 100).
     pub limit: Option<u32>,
+    /// Only jobs of this owner. Every backend answers it from an index, so
+    /// a page holds up to `limit` of the owner's jobs whatever others hold.
+    pub owner: Option<String>,
+}
+
+impl ListQuery {
+    /// Checks the filters every backend needs valid: job types and owner.
+    pub fn validate(&self) -> Result<(), QueueError> {
+        self.job_types
+            .iter()
+            .try_for_each(|t| validate_job_type(t))?;
+        self.owner.as_deref().map_or(Ok(()), validate_owner)
+    }
 }
 
 /// One page of a listing, newest first.

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -27,6 +26,15 @@ pub struct PoolGauge {
     pub size: AtomicUsize,
     /// Workers holding a job now.
     pub busy: AtomicUsize,
+}
+
+/// One pool's workers and how many hold a job, as the stats endpoint shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct PoolUse {
+    /// Workers in the pool.
+    pub size: usize,
+    /// Workers holding a job now.
+    pub busy: usize,
 }
 
 /// The worker pools of one process: what they consume from and hand
@@ -85,13 +93,11 @@ impl Pools {
     }
 
     /// `{job_type: {size, busy}}`, for the stats endpoint.
-    pub fn utilisation(&self) -> Value {
-        let m: serde_json::Map<String, Value> = self
-            .gauges()
+    pub fn utilisation(&self) -> BTreeMap<String, PoolUse> {
+        self.gauges()
             .into_iter()
-            .map(|(t, size, busy)| (t, json!({ "size": size, "busy": busy })))
-            .collect();
-        Value::Object(m)
+            .map(|(t, size, busy)| (t, PoolUse { size, busy }))
+            .collect()
     }
 
     /// Tells the handlers that the shutdown grace is over: jobs in hand

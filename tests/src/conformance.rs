@@ -55,6 +55,7 @@ macro_rules! conformance_suite {
             status_transitions_in_order_through_get_and_watch,
             stats_match_what_was_done,
             list_filters_and_pages,
+            owner_lists_are_full_pages,
             concurrent_producers_and_consumers_complete_each_job_once,
             restart_keeps_queued_and_processing_jobs,
             scheduled_jobs_are_pending_until_due,
@@ -604,6 +605,140 @@ pub async fn list_filters_and_pages(h: Box<dyn Harness>) {
         })
         .await
         .is_err());
+}
+
+/// The owner is stored, handed to workers, and listed from an index: one
+/// owner's pages are full and hold only theirs, live and final, before and
+/// after a restart.
+pub async fn owner_lists_are_full_pages(mut h: Box<dyn Harness>) {
+    let q = h.queue();
+    let t = "conf_owner";
+    let owner_of = |n: u64| match n % 5 {
+        0 => Some("alice"),
+        1 | 3 => Some("bob"),
+        _ => None,
+    };
+    let jobs = (0..30)
+        .map(|n| match owner_of(n) {
+            Some(o) => job(t, n).owner(o),
+            None => job(t, n),
+        })
+        .collect();
+    let ids = q.publish(jobs).await.expect("publish");
+    let alice: Vec<JobId> = (0..30)
+        .rev()
+        .filter(|n| owner_of(*n) == Some("alice"))
+        .map(|n| ids[n as usize].clone())
+        .collect();
+    assert_eq!(alice.len(), 6);
+    // The two oldest of alice's jobs (and the bob and ownerless ones
+    // before them) complete: her listing spans live and final jobs.
+    let mut s = consume(q.as_ref(), t, "w").await;
+    let mut done = Vec::new();
+    for _ in 0..6 {
+        let l = next_lease(&mut s).await;
+        let n = n_of(&l);
+        assert_eq!(
+            l.job().owner.as_deref(),
+            owner_of(n),
+            "the lease carries the owner"
+        );
+        done.push(l.job().job_id.clone());
+        l.complete(json!(n)).await.expect("complete");
+    }
+    drop(s);
+    for id in &done {
+        wait_status(q.as_ref(), id, JobStatus::Completed).await;
+    }
+    let r = q.get(&alice[0]).await.expect("get");
+    assert_eq!(r.job.owner.as_deref(), Some("alice"));
+    assert_eq!(q.get(&ids[2]).await.expect("get").job.owner, None);
+
+    async fn pages(q: &dyn Queue, query: ListQuery) -> Vec<Vec<JobId>> {
+        let mut out = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = q
+                .list(&ListQuery {
+                    cursor: cursor.clone(),
+                    ..query.clone()
+                })
+                .await
+                .expect("list");
+            out.push(page.jobs.into_iter().map(|r| r.job.job_id).collect());
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return out,
+            }
+        }
+    }
+    let by_alice = ListQuery {
+        job_types: vec![t.into()],
+        owner: Some("alice".into()),
+        limit: Some(2),
+        ..Default::default()
+    };
+    let check = |got: Vec<Vec<JobId>>| {
+        assert_eq!(
+            got.concat(),
+            alice,
+            "alice's jobs, newest first, nobody else's"
+        );
+        let (last, full) = got.split_last().expect("a page");
+        assert!(
+            full.iter().all(|p| p.len() == 2),
+            "every page but the last is full: {got:?}"
+        );
+        assert!(!last.is_empty() || got.len() == 1);
+    };
+    check(pages(q.as_ref(), by_alice.clone()).await);
+    let finished = q
+        .list(&ListQuery {
+            statuses: vec![JobStatus::Completed],
+            limit: Some(100),
+            ..by_alice.clone()
+        })
+        .await
+        .expect("list");
+    let finished: Vec<_> = finished.jobs.into_iter().map(|r| r.job.job_id).collect();
+    let want: Vec<_> = alice.iter().filter(|i| done.contains(i)).cloned().collect();
+    assert!(
+        !want.is_empty(),
+        "FIFO: the oldest jobs (alice's first among them) ran"
+    );
+    assert_eq!(finished, want);
+    let nobody = q
+        .list(&ListQuery {
+            owner: Some("carol".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert!(nobody.jobs.is_empty() && nobody.next_cursor.is_none());
+    for bad in ["", "line\nbreak", &"o".repeat(129)] {
+        assert!(
+            matches!(
+                q.publish(vec![job(t, 99).owner(bad)]).await,
+                Err(QueueError::InvalidArgument(_))
+            ),
+            "owner {bad:?} accepted"
+        );
+        assert!(
+            matches!(
+                q.list(&ListQuery {
+                    owner: Some(bad.into()),
+                    ..Default::default()
+                })
+                .await,
+                Err(QueueError::InvalidArgument(_))
+            ),
+            "list owner {bad:?} accepted"
+        );
+    }
+    drop(q);
+    if h.restart().await {
+        check(pages(h.queue().as_ref(), by_alice).await);
+    }
 }
 
 fn now_ms() -> u64 {

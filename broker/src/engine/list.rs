@@ -1,5 +1,6 @@
-//! Listing messages newest first: live ones from the in-memory index, final
-//! ones from the `finals` index, merged by `(created_at, id)`.
+//! Listing messages newest first: live ones from the in-memory indexes
+//! (per queue, per owner), final ones from the `finals` or `owners` index,
+//! merged by `(created_at, id)`.
 
 use std::collections::HashSet;
 
@@ -15,6 +16,9 @@ use crate::store::Cf;
 pub const DEFAULT_LIST_LIMIT: usize = 100;
 /// Largest page.
 pub const MAX_LIST_LIMIT: usize = 1000;
+/// Decodes an index key into `(created_at, id)`.
+type DecodeKey = fn(&[u8]) -> Result<(u64, u64)>;
+
 /// Most distinct queues one list may name.
 const MAX_LIST_QUEUES: usize = 32;
 
@@ -42,6 +46,7 @@ impl Broker {
         for q in &req.queues {
             keys::validate_queue(q)?;
         }
+        keys::validate_owner(&req.owner)?;
         // A client names the queues: repeats count once, and a list scans
         // at most MAX_LIST_QUEUES of them.
         let names: HashSet<&str> = req.queues.iter().map(String::as_str).collect();
@@ -82,7 +87,19 @@ impl Broker {
         let queues: Vec<String> = {
             let st = self.inner.state.lock();
             let live: Vec<S> = states.iter().copied().filter(|s| !is_final(*s)).collect();
-            live_hits(&st, &live, &names, (lower, upper), want, &mut hits);
+            if req.owner.is_empty() {
+                live_hits(&st, &live, &names, (lower, upper), want, &mut hits);
+            } else {
+                owner_live_hits(
+                    &st,
+                    &req.owner,
+                    &live,
+                    &names,
+                    (lower, upper),
+                    want,
+                    &mut hits,
+                );
+            }
             if names.is_empty() {
                 st.queues.keys().cloned().collect()
             } else {
@@ -94,11 +111,26 @@ impl Broker {
         keep_newest(&mut hits, want);
         for q in &queues {
             for s in states.iter().filter(|s| is_final(**s)) {
-                let from = keys::final_key(q, *s as u8, lower.0, lower.1);
-                let to = keys::final_key(q, *s as u8, upper.0, upper.1);
+                let state = *s as u8;
+                let (cf, from, to, decode): (_, _, _, DecodeKey) = if req.owner.is_empty() {
+                    (
+                        Cf::Finals,
+                        keys::final_key(q, state, lower.0, lower.1),
+                        keys::final_key(q, state, upper.0, upper.1),
+                        keys::decode_final_key,
+                    )
+                } else {
+                    let o = req.owner.as_str();
+                    (
+                        Cf::Owners,
+                        keys::owner_final_key(o, q, state, lower.0, lower.1),
+                        keys::owner_final_key(o, q, state, upper.0, upper.1),
+                        keys::decode_owner_final_key,
+                    )
+                };
                 let mut n = 0;
-                self.inner.store.scan_rev(Cf::Finals, &from, &to, |k, _| {
-                    hits.push(keys::decode_final_key(k)?);
+                self.inner.store.scan_rev(cf, &from, &to, |k, _| {
+                    hits.push(decode(k)?);
                     n += 1;
                     Ok(n < want)
                 })?;
@@ -195,6 +227,37 @@ fn live_hits(
                 hits.push((created, id));
                 n += 1;
             }
+        }
+    }
+}
+
+/// [`live_hits`] of one owner: walks the owner's own index newest first
+/// and stops at `want` matches, so a tenant's page costs what it returns
+/// whatever the other tenants hold.
+fn owner_live_hits(
+    st: &super::state::State,
+    owner: &str,
+    states: &[S],
+    names: &HashSet<&str>,
+    range: ((u64, u64), (u64, u64)),
+    want: usize,
+    hits: &mut Vec<(u64, u64)>,
+) {
+    let (Some(index), false) = (st.owners.get(owner), states.is_empty()) else {
+        return;
+    };
+    let (lower, upper) = range;
+    let mut n = 0;
+    for &(created, id) in index.range(lower..upper).rev() {
+        if n >= want {
+            break;
+        }
+        let matches = st.jobs.get(&id).is_some_and(|s| {
+            states.contains(&s.state()) && (names.is_empty() || names.contains(s.queue.as_str()))
+        });
+        if matches {
+            hits.push((created, id));
+            n += 1;
         }
     }
 }

@@ -253,6 +253,7 @@ impl Broker {
             lease_token: s.lease_token,
             lease_deadline_ms: s.lease_deadline_ms,
             created_at_ms: s.created_at_ms,
+            owner: s.owner,
         })
     }
 
@@ -451,6 +452,7 @@ impl Broker {
             finished_at_ms: s.finished_at_ms,
             lease_deadline_ms: s.lease_deadline_ms,
             cancel_requested: s.cancel_requested,
+            owner: s.owner,
             queue: s.queue,
             priority: s.priority,
         })

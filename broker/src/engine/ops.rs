@@ -93,6 +93,7 @@ fn count(
 /// Checks a new message against the limits.
 pub(crate) fn validate(m: &NewMessage, cfg: &BrokerConfig) -> Result<()> {
     keys::validate_queue(&m.queue)?;
+    keys::validate_owner(&m.owner)?;
     if m.priority > 255 {
         return Err(Error::InvalidArgument(format!(
             "priority must be 0..=255, got {}",
@@ -164,6 +165,7 @@ pub(crate) fn produce(st: &mut State, tx: &mut Tx<'_>, m: NewMessage) -> (u64, b
         },
         created_at_ms: now,
         updated_at_ms: now,
+        owner: m.owner,
         ..Default::default()
     };
     q.counters.produced += 1;
@@ -205,9 +207,7 @@ pub(crate) fn produce(st: &mut State, tx: &mut Tx<'_>, m: NewMessage) -> (u64, b
         .put(Cf::Blobs, keys::blob_key(id, Blob::Payload), m.payload);
     tx.put_live(id, &s);
     tx.event(id, &s, false);
-    st.queue(&s.queue, tx.cfg)
-        .live
-        .insert((s.created_at_ms, id));
+    st.index_live(id, &s, tx.cfg);
     st.jobs.insert(id, s);
     (id, false)
 }
@@ -303,9 +303,7 @@ fn end_lease(st: &mut State, tx: &mut Tx<'_>, id: u64) -> Option<Status> {
 /// Moves a live message (already out of every index) to a final state.
 fn finalize(st: &mut State, tx: &mut Tx<'_>, id: u64, mut s: Status, state: S) {
     st.jobs.remove(&id);
-    st.queue(&s.queue, tx.cfg)
-        .live
-        .remove(&(s.created_at_ms, id));
+    st.unindex_live(id, &s, tx.cfg);
     s.set_state(state);
     s.lease_token = 0;
     s.lease_deadline_ms = 0;
@@ -327,6 +325,9 @@ fn finalize(st: &mut State, tx: &mut Tx<'_>, id: u64, mut s: Status, state: S) {
     tx.commit.delete(Cf::Live, keys::id_key(id).to_vec());
     tx.commit.put(Cf::Done, keys::id_key(id), s.encode_to_vec());
     tx.commit.put(Cf::Finals, final_key(id, &s), Vec::new());
+    if let Some(k) = owner_final_key(id, &s) {
+        tx.commit.put(Cf::Owners, k, Vec::new());
+    }
     tx.commit.put(
         Cf::Expiry,
         keys::expiry_key(s.expires_at_ms, id),
@@ -608,6 +609,9 @@ pub(crate) fn requeue(st: &mut State, tx: &mut Tx<'_>, id: u64, mut s: Status) {
     tx.commit.delete(Cf::Dead, keys::dead_key(&queue, id));
     tx.commit.delete(Cf::Done, keys::id_key(id).to_vec());
     tx.commit.delete(Cf::Finals, final_key(id, &s));
+    if let Some(k) = owner_final_key(id, &s) {
+        tx.commit.delete(Cf::Owners, k);
+    }
     tx.commit
         .delete(Cf::Expiry, keys::expiry_key(s.expires_at_ms, id).to_vec());
     s.set_state(S::Queued);
@@ -616,9 +620,8 @@ pub(crate) fn requeue(st: &mut State, tx: &mut Tx<'_>, id: u64, mut s: Status) {
     s.finished_at_ms = 0;
     s.expires_at_ms = 0;
     s.updated_at_ms = tx.now;
-    let q = st.queue(&queue, tx.cfg);
-    q.live.insert((s.created_at_ms, id));
-    let l = q.level(s.priority());
+    st.index_live(id, &s, tx.cfg);
+    let l = st.queue(&queue, tx.cfg).level(s.priority());
     l.dead = l.dead.saturating_sub(1);
     enqueue(st, tx, id, &s);
     st.jobs.insert(id, s);
@@ -638,6 +641,12 @@ pub(crate) fn final_key(id: u64, s: &Status) -> Vec<u8> {
     keys::final_key(&s.queue, s.state as u8, s.created_at_ms, id)
 }
 
+/// The `owners` index key of a final message that has an owner.
+pub(crate) fn owner_final_key(id: u64, s: &Status) -> Option<Vec<u8>> {
+    (!s.owner.is_empty())
+        .then(|| keys::owner_final_key(&s.owner, &s.queue, s.state as u8, s.created_at_ms, id))
+}
+
 /// Removes every stored trace of a final message.
 pub(crate) fn remove_final(st: &mut State, tx: &mut Tx<'_>, id: u64, s: &Status) {
     if s.state() == S::Dead {
@@ -647,6 +656,9 @@ pub(crate) fn remove_final(st: &mut State, tx: &mut Tx<'_>, id: u64, s: &Status)
     }
     tx.commit.delete(Cf::Done, keys::id_key(id).to_vec());
     tx.commit.delete(Cf::Finals, final_key(id, s));
+    if let Some(k) = owner_final_key(id, s) {
+        tx.commit.delete(Cf::Owners, k);
+    }
     tx.commit
         .delete(Cf::Expiry, keys::expiry_key(s.expires_at_ms, id).to_vec());
     tx.commit.delete(Cf::Msgs, keys::id_key(id).to_vec());

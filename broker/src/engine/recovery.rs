@@ -55,7 +55,7 @@ pub(crate) fn recover(store: &Store, cfg: &BrokerConfig, now: u64) -> Result<(St
                 return Ok(true);
             }
         }
-        st.queue(&s.queue, cfg).live.insert((s.created_at_ms, id));
+        st.index_live(id, &s, cfg);
         st.jobs.insert(id, s);
         Ok(true)
     })?;

@@ -187,6 +187,9 @@ pub(crate) struct State {
     pub(crate) dedup_expiry: BTreeSet<(u64, String, String)>,
     /// Highest id handed out.
     pub(crate) last_id: u64,
+    /// `(created_at, id)` of every live message per owner (messages without
+    /// one are not here), so listing one owner's messages walks only theirs.
+    pub(crate) owners: HashMap<String, BTreeSet<(u64, u64)>>,
 }
 
 impl State {
@@ -200,6 +203,33 @@ impl State {
         self.queues
             .get_mut(name)
             .unwrap_or_else(|| unreachable!("queue inserted above"))
+    }
+
+    /// Adds a live message to the listing indexes (its queue's and its
+    /// owner's).
+    pub(crate) fn index_live(&mut self, id: u64, s: &Status, defaults: &BrokerConfig) {
+        self.queue(&s.queue, defaults)
+            .live
+            .insert((s.created_at_ms, id));
+        if !s.owner.is_empty() {
+            self.owners
+                .entry(s.owner.clone())
+                .or_default()
+                .insert((s.created_at_ms, id));
+        }
+    }
+
+    /// Takes a message that turned final out of the listing indexes.
+    pub(crate) fn unindex_live(&mut self, id: u64, s: &Status, defaults: &BrokerConfig) {
+        self.queue(&s.queue, defaults)
+            .live
+            .remove(&(s.created_at_ms, id));
+        if let Some(set) = self.owners.get_mut(&s.owner) {
+            set.remove(&(s.created_at_ms, id));
+            if set.is_empty() {
+                self.owners.remove(&s.owner);
+            }
+        }
     }
 
     /// Ids increase forever and carry their creation time in the upper bits

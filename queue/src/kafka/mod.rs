@@ -496,6 +496,7 @@ impl Queue for KafkaQueue {
                 correlation_id: j.correlation_id,
                 callback_context: j.callback_context,
                 created_at_ms: now,
+                owner: j.owner,
             };
             let status = if later.is_some() {
                 JobStatus::Pending

@@ -16,8 +16,8 @@ use tokio::sync::{broadcast, watch};
 use super::wire::{decode, Snapshot};
 use crate::error::{QueueError, Result};
 use crate::model::{
-    validate_job_type, Counters, JobEvent, JobId, JobPage, JobStatus, JobTypeStats, ListQuery,
-    Priority, PriorityDepth,
+    legacy_owner, Counters, JobEvent, JobId, JobPage, JobStatus, JobTypeStats, ListQuery, Priority,
+    PriorityDepth,
 };
 
 const DEFAULT_LIMIT: usize = 100;
@@ -115,9 +115,7 @@ impl View {
             None | Some(0) => DEFAULT_LIMIT,
             Some(n) => (n as usize).min(MAX_LIMIT),
         };
-        for t in &q.job_types {
-            validate_job_type(t)?;
-        }
+        q.validate()?;
         let after = match &q.cursor {
             None => None,
             Some(c) => {
@@ -130,6 +128,7 @@ impl View {
         let mut hits: Vec<&Snapshot> = st
             .jobs
             .values()
+            .filter(|s| q.owner.is_none() || s.job.owner == q.owner)
             .filter(|s| q.job_types.is_empty() || q.job_types.contains(&s.job.job_type))
             .filter(|s| q.statuses.is_empty() || q.statuses.contains(&s.status))
             .filter(|s| q.created_from_ms.is_none_or(|f| s.job.created_at_ms >= f))
@@ -216,7 +215,12 @@ fn take(view: &View, key: Option<&[u8]>, value: Option<&[u8]>) {
     let id = JobId(id.to_string());
     match (kind, value) {
         ("s", Some(v)) => match decode::<Snapshot>(v) {
-            Ok(s) => view.apply(s),
+            Ok(mut s) => {
+                if s.job.owner.is_none() {
+                    s.job.owner = legacy_owner(&s.job.payload);
+                }
+                view.apply(s)
+            }
             Err(e) => tracing::warn!(error = %e, "skipping a status record"),
         },
         ("s", None) => view.forget(&id),

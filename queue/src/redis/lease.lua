@@ -1,7 +1,7 @@
 -- ARGV: prefix, worker id, lease token, then the job types to take from,
 -- in the order to try them. Moves due jobs and expired leases first.
 -- Answers {id, type, payload, priority, max_retries, timeout_ms,
--- correlation, context, created, attempts, deadline}, or {'', wait_ms}
+-- correlation, context, created, attempts, deadline, owner}, or {'', wait_ms}
 -- when nothing is ready (wait_ms: until the next delayed job or lease
 -- deadline, -1 when there is none).
 local now = now_ms()
@@ -16,7 +16,7 @@ for i = 4, #ARGV do
     redis.call('ZREM', P .. ':ready:' .. t, id)
     k = jkey(id)
     j = redis.call('HMGET', k, 'type', 'payload', 'prio', 'max_retries', 'timeout',
-      'correlation', 'context', 'created', 'status')
+      'correlation', 'context', 'created', 'status', 'owner')
     if j[1] then break end
     -- An id whose job is gone (deleted by hand): drop it, try the next.
     id = redis.call('ZRANGE', P .. ':ready:' .. t, 0, 0)[1]
@@ -31,7 +31,7 @@ for i = 4, #ARGV do
     count(t, 'started')
     emit(id, now, false)
     return {id, j[1], j[2], j[3], j[4], j[5], j[6] or '', j[7] or '', j[8],
-      tostring(attempts), string.format('%d', deadline)}
+      tostring(attempts), string.format('%d', deadline), j[10] or ''}
   end
 end
 local wait = -1

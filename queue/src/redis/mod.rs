@@ -32,8 +32,8 @@ use self::records::plausible_id;
 use super::error::{QueueError, Result};
 use super::lease::{Heartbeat, Lease, LeaseOps, RetryPolicy};
 use super::model::{
-    validate_batch, validate_job_types, CancelOutcome, Job, JobId, JobPage, JobRecord, JobStatus,
-    JobTypeStats, ListQuery, NewJob, Priority, WatchFilter,
+    legacy_owner, validate_batch, validate_job_types, CancelOutcome, Job, JobId, JobPage,
+    JobRecord, JobStatus, JobTypeStats, ListQuery, NewJob, Priority, WatchFilter,
 };
 use super::url::{QueueUrl, COMMON_PARAMS};
 use crate::api::{broadcast_watch, ConsumeOptions, EventStream, LeaseStream, Queue};
@@ -253,7 +253,7 @@ impl Inner {
             let wait = v.get(1).and_then(|s| s.parse::<u64>().ok());
             return Ok(Leased::Wait(wait.map(Duration::from_millis)));
         }
-        if v.len() != 11 {
+        if v.len() != 12 {
             return Err(QueueError::Backend(format!("bad lease answer {v:?}")));
         }
         let id = JobId(v[0].clone());
@@ -265,10 +265,14 @@ impl Inner {
                 .map(Some)
                 .map_err(|e| QueueError::Backend(format!("job {id}: stored JSON unreadable: {e}")))
         };
+        let payload = json(&v[2])?.unwrap_or(serde_json::Value::Null);
         let job = Job {
             job_id: id.clone(),
             job_type: v[1].clone(),
-            payload: json(&v[2])?.unwrap_or(serde_json::Value::Null),
+            owner: (!v[11].is_empty())
+                .then(|| v[11].clone())
+                .or_else(|| legacy_owner(&payload)),
+            payload,
             priority: Priority::from_level(num(3)? as u32),
             max_retries: num(4)? as u32,
             timeout: Duration::from_millis(num(5)?),
@@ -381,7 +385,7 @@ impl LeaseOps for RedisLease {
 }
 
 /// The fields `publish.lua` takes for one job.
-fn encode(job: NewJob) -> Result<[String; 8]> {
+fn encode(job: NewJob) -> Result<[String; 9]> {
     let payload = serde_json::to_string(&job.payload)
         .map_err(|e| QueueError::InvalidArgument(format!("payload is not JSON: {e}")))?;
     if payload.len() > MAX_VALUE_BYTES {
@@ -404,6 +408,7 @@ fn encode(job: NewJob) -> Result<[String; 8]> {
         job.correlation_id.unwrap_or_default(),
         context,
         job.run_at_ms.map(|t| t.to_string()).unwrap_or_default(),
+        job.owner.unwrap_or_default(),
     ])
 }
 

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::{QueueError, Result};
-use crate::model::{Job, JobEvent, JobId, JobRecord, JobStatus, Priority};
+use crate::model::{legacy_owner, Job, JobEvent, JobId, JobRecord, JobStatus, Priority};
 
 /// A job hash (`HGETALL P:job:ID`) as a record; `None` for an empty hash.
 pub(super) fn record(id: &JobId, h: &HashMap<String, String>) -> Result<Option<JobRecord>> {
@@ -29,10 +29,14 @@ pub(super) fn record(id: &JobId, h: &HashMap<String, String>) -> Result<Option<J
     let status: JobStatus = text("status")
         .ok_or_else(|| QueueError::Backend(format!("job {id} has no status")))?
         .parse()?;
+    let payload = json("payload")?.unwrap_or(Value::Null);
     let job = Job {
         job_id: id.clone(),
         job_type: text("type").unwrap_or_default().to_string(),
-        payload: json("payload")?.unwrap_or(Value::Null),
+        owner: text("owner")
+            .map(str::to_string)
+            .or_else(|| legacy_owner(&payload)),
+        payload,
         priority: Priority::from_level(num("prio").unwrap_or(1) as u32),
         max_retries: num("max_retries").unwrap_or(0) as u32,
         timeout: Duration::from_millis(num("timeout").unwrap_or(0)),

@@ -20,10 +20,10 @@ impl App {
     pub async fn dead(&self, who: &Viewer, query: ListQuery) -> Result<DeadPage, AppError> {
         let page = self
             .queue
-            .list(&ListQuery {
+            .list(&who.scope(ListQuery {
                 statuses: vec![JobStatus::Failed],
                 ..query
-            })
+            }))
             .await?;
         let mut jobs = Vec::with_capacity(page.jobs.len());
         for r in page.jobs.iter().filter(|r| who.sees(&r.job)) {
@@ -92,6 +92,7 @@ impl App {
             correlation_id: r.job.correlation_id.clone(),
             callback_context: r.job.callback_context.clone(),
             run_at_ms: None,
+            owner: r.job.owner.clone(),
         };
         let new_id = self.queue.publish_one(job).await?;
         self.results

@@ -37,7 +37,19 @@ impl Viewer {
     pub fn sees(&self, job: &Job) -> bool {
         match self {
             Viewer::All => true,
-            Viewer::Owner(name) => docproc_queue::owner_of(job) == Some(name.as_str()),
+            Viewer::Owner(name) => job.owner.as_deref() == Some(name.as_str()),
+        }
+    }
+
+    /// `query` narrowed to what this viewer may see: an owner's listing is
+    /// answered from the backend's owner index, so its pages are full.
+    pub fn scope(&self, query: ListQuery) -> ListQuery {
+        match self {
+            Viewer::All => query,
+            Viewer::Owner(name) => ListQuery {
+                owner: Some(name.clone()),
+                ..query
+            },
         }
     }
 }
@@ -158,8 +170,8 @@ impl App {
     }
 
     /// A page of the jobs this viewer may see, newest first.
-    pub async fn list(&self, who: &Viewer, query: &ListQuery) -> Result<JobsPage, AppError> {
-        let page = self.queue.list(query).await?;
+    pub async fn list(&self, who: &Viewer, query: ListQuery) -> Result<JobsPage, AppError> {
+        let page = self.queue.list(&who.scope(query)).await?;
         Ok(JobsPage {
             jobs: page
                 .jobs

@@ -183,7 +183,6 @@ impl App {
             analyze: fields.analyze,
             callback_url: fields.callback_url,
             email: fields.email,
-            owner: owner.clone(),
         };
         let correlation_id = fields
             .correlation_id
@@ -193,6 +192,10 @@ impl App {
             .max_retries(self.max_retries)
             .timeout(self.job_timeout)
             .correlation_id(correlation_id.clone());
+        let job = match &owner {
+            Some(o) => job.owner(o.clone()),
+            None => job,
+        };
         // From here the job may exist even if the caller goes away while
         // the publish is in flight: the file stays unless the publish fails.
         spooled.keep = true;

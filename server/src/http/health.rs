@@ -8,7 +8,6 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::json;
 
 use super::error::ApiError;
 use super::state::AppState;
@@ -50,18 +49,36 @@ pub(super) async fn metrics(State(st): State<AppState>) -> Response {
         .into_response()
 }
 
+/// What the probes answer when all is well.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct Probe {
+    /// `ok` (alive) or `ready`.
+    status: &'static str,
+    /// The queue backend (ready only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backend: Option<&'static str>,
+}
+
+impl Probe {
+    /// The liveness answer.
+    pub(crate) const ALIVE: Probe = Probe {
+        status: "ok",
+        backend: None,
+    };
+}
+
 /// Alive: 200 whenever the process answers. No key needed.
 #[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
-    responses((status = 200, description = "`{\"status\":\"ok\"}`", body = Object)))]
-pub(super) async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+    responses((status = 200, body = Probe)))]
+pub(super) async fn healthz() -> Json<Probe> {
+    Json(Probe::ALIVE)
 }
 
 /// Ready: 200 with the backend, 503 while draining, once the embedded
 /// queue's storage failed, or when the queue backend does not answer
 /// within 2 s. No key needed.
 #[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
-    responses((status = 200, description = "`{\"status\":\"ready\",\"backend\":…}`", body = Object),
+    responses((status = 200, body = Probe),
         (status = 503, description = "`draining`, `storage_failed` or `unavailable`", body = super::error::ErrorBody)))]
 pub(super) async fn readyz(State(st): State<AppState>) -> Response {
     // A failed store also shuts the server down: say why first.
@@ -72,9 +89,11 @@ pub(super) async fn readyz(State(st): State<AppState>) -> Response {
         return ApiError::Draining("the server is shutting down").into_response();
     }
     match tokio::time::timeout(PROBE_TIMEOUT, st.queue.stats()).await {
-        Ok(Ok(_)) => {
-            Json(json!({ "status": "ready", "backend": st.queue.backend() })).into_response()
-        }
+        Ok(Ok(_)) => Json(Probe {
+            status: "ready",
+            backend: Some(st.queue.backend()),
+        })
+        .into_response(),
         Ok(Err(e)) => {
             ApiError::Unavailable(format!("the queue backend does not answer: {e}")).into_response()
         }

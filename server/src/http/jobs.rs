@@ -212,6 +212,7 @@ pub(super) async fn list(
         created_to_ms: p.created_before,
         cursor: p.cursor,
         limit: p.limit,
+        owner: None,
     };
-    Ok(Json(st.app.list(&viewer(&caller), &q).await?))
+    Ok(Json(st.app.list(&viewer(&caller), q).await?))
 }

@@ -61,9 +61,7 @@ async fn front_door(
             Ok(r) => r,
             Err(never) => match never {},
         },
-        None if req.uri().path() == "/healthz" => {
-            Json(serde_json::json!({ "status": "ok" })).into_response()
-        }
+        None if req.uri().path() == "/healthz" => Json(health::Probe::ALIVE).into_response(),
         None => ApiError::Starting.into_response(),
     }
 }

@@ -474,7 +474,7 @@ impl<S: Socket> Conn<S> {
         while let Some((id, r)) = reads.next().await {
             match r {
                 // Another key's job: as if it did not exist.
-                Ok(rec) if !self.sees(docproc_queue::owner_of(&rec.job)) => missing.push(id),
+                Ok(rec) if !self.sees(rec.job.owner.as_deref()) => missing.push(id),
                 Ok(rec) => {
                     self.floors.insert(
                         id,

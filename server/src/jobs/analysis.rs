@@ -18,9 +18,6 @@ use crate::results::Artifact;
 pub struct AnalysisPayload {
     /// The extraction whose result is analysed.
     pub source_job: JobId,
-    /// The name of the API key that uploaded the source.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub owner: Option<String>,
 }
 
 impl AnalysisPayload {

@@ -35,10 +35,6 @@ pub struct ExtractPayload {
     /// Who gets the completion mail.
     #[serde(default)]
     pub email: Option<String>,
-    /// The name of the API key that uploaded it (`write` keys see only
-    /// their own jobs).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub owner: Option<String>,
 }
 
 /// The names the server gives uploads: 32 lower-case hex digits and
@@ -273,12 +269,13 @@ async fn confirm(
 async fn queue_analysis(ctx: &Jobs, job: &Job) -> Option<JobId> {
     let payload = AnalysisPayload {
         source_job: job.job_id.clone(),
-        owner: docproc_queue::owner_of(job).map(str::to_string),
     };
     let mut next = NewJob::new(job_types::AI, payload.to_value())
         .priority(job.priority)
         .max_retries(job.max_retries)
         .timeout(job.timeout);
+    // The analysis belongs to whoever uploaded the source.
+    next.owner = job.owner.clone();
     if let Some(c) = &job.correlation_id {
         next = next.correlation_id(c.clone());
     }

@@ -439,9 +439,7 @@ impl Hub {
             Some(c) => (c, self.state().owners.get(&ev.job_id).cloned()),
             None => (
                 record.as_ref().and_then(|r| r.job.correlation_id.clone()),
-                record
-                    .as_ref()
-                    .and_then(|r| docproc_queue::owner_of(&r.job).map(str::to_string)),
+                record.as_ref().and_then(|r| r.job.owner.clone()),
             ),
         };
         Enriched {

@@ -30,7 +30,7 @@ use crate::results::ResultStore;
 use docproc_queue::{Job, JobId, JobRecord, JobStatus, NewJob, Queue, QueueError, WatchFilter};
 
 pub use email::{EmailConfig, Mailer};
-pub use hub::{Hub, HubConfig};
+pub use hub::{Hub, HubConfig, HubStats};
 pub use webhook::{WebhookConfig, Webhooks};
 
 /// Why notifications could not be set up.

@@ -235,3 +235,79 @@ fn every_setting_is_in_the_example_file_which_loads() {
     }
     let _ = build::log(&st).unwrap();
 }
+
+/// The default a setting's help names, when it is one value (not prose
+/// such as "none" or "a third of the job timeout").
+fn documented_default(spec: &Spec) -> Option<&'static str> {
+    let start = spec.help.rfind("[default: ")? + "[default: ".len();
+    let value = spec.help[start..].strip_suffix(']')?;
+    let literal = !value.contains(' ') && value != "none" && !value.contains("DATA_DIR");
+    literal.then_some(value)
+}
+
+/// What a command runs with, compared whole (`Debug` of every config it
+/// builds from the settings).
+fn built(cmd: Cmd, st: &Settings) -> String {
+    let log = build::log(st).unwrap();
+    match cmd {
+        Cmd::Serve | Cmd::Worker => format!("{log:?} {:?}", build::serve(st).unwrap()),
+        Cmd::Broker => format!("{log:?} {:?}", build::broker(st).unwrap()),
+    }
+}
+
+/// A default is decided once, by the code: the default each setting's help
+/// (and so `--help` and the README) names is what the command runs with
+/// when the setting is unset, and `docproc.example.toml` shows that value.
+#[test]
+fn documented_defaults_are_the_defaults() {
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docproc.example.toml"),
+    )
+    .unwrap();
+    let mut checked = 0;
+    for spec in SPECS {
+        let Some(default) = documented_default(spec) else {
+            continue;
+        };
+        for &cmd in spec.cmds {
+            let unset = Settings::load(cmd, None, env(&[]), &[]).unwrap();
+            let set = Settings::load(cmd, None, env(&[(spec.env[0], default)]), &[])
+                .unwrap_or_else(|e| {
+                    panic!("{}: the documented default {default:?}: {e}", spec.key)
+                });
+            assert_eq!(
+                built(cmd, &unset),
+                built(cmd, &set),
+                "{} ({cmd:?}): the help says [default: {default}], the code does otherwise",
+                spec.key
+            );
+            checked += 1;
+        }
+        // Numbers and switches: the example shows the default itself.
+        if matches!(spec.kind, Kind::Int | Kind::Bool) {
+            let (section, name) = spec.key.rsplit_once('.').unwrap_or(("", spec.key));
+            let shown = example_value(&example, section, name)
+                .unwrap_or_else(|| panic!("docproc.example.toml lacks `{}`", spec.key));
+            assert_eq!(shown, default, "docproc.example.toml's `{}`", spec.key);
+        }
+    }
+    assert!(checked > 30, "only {checked} defaults checked");
+}
+
+/// The value of `# name = value` under `[section]` (top level for "").
+fn example_value<'a>(text: &'a str, section: &str, name: &str) -> Option<&'a str> {
+    let mut current = "";
+    for line in text.lines() {
+        if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = s;
+        } else if current == section {
+            let body = line.strip_prefix("# ").unwrap_or(line);
+            if let Some((k, v)) = body.split_once(" = ") {
+                if k == name {
+                    return Some(v.trim());
+                }
+            }
+        }
+    }
+    None
+}

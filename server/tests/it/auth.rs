@@ -451,6 +451,22 @@ async fn write_keys_see_only_their_own_jobs() {
     );
     let all = ids(get(&ops, "/api/jobs".into()).await);
     assert!(all.contains(&job_a) && all.contains(&job_b), "{all:?}");
+    // A key's pages hold its own jobs and are full, however many newer jobs
+    // others submitted (the listing asks the queue for the owner's jobs,
+    // not for a page that is then filtered).
+    let newer = [submit(&alice).await, submit(&alice).await];
+    let page = get(&bob, "/api/jobs?limit=1".into()).await;
+    assert_eq!(page.json()["next_cursor"], serde_json::Value::Null);
+    assert_eq!(ids(page), vec![job_b.clone()]);
+    let first = get(&alice, "/api/jobs?limit=2".into()).await;
+    let cursor = first.json()["next_cursor"]
+        .as_str()
+        .expect("a second page")
+        .to_string();
+    assert_eq!(ids(first), vec![newer[1].clone(), newer[0].clone()]);
+    let second = get(&alice, format!("/api/jobs?limit=2&cursor={cursor}")).await;
+    assert_eq!(second.json()["next_cursor"], serde_json::Value::Null);
+    assert_eq!(ids(second), vec![job_a.clone()]);
     // Subscribing to another key's job by id: not found, not subscribed.
     bob_ws
         .send(serde_json::json!({ "type": "subscribe", "job_ids": [job_a] }))
