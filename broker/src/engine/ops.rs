@@ -382,7 +382,7 @@ pub(crate) fn backoff(base_ms: u64, max_ms: u64, attempt: u32, id: u64) -> u64 {
 /// delivery not counted as an attempt. A cancel that reached it takes
 /// effect.
 pub(crate) fn hand_back(st: &mut State, tx: &mut Tx<'_>, id: u64) -> Result<S> {
-    give_back(st, tx, id, S::Queued)
+    give_back(st, tx, id)
 }
 
 /// Hands a leased message back unworked: ready again at once, the delivery
@@ -390,13 +390,12 @@ pub(crate) fn hand_back(st: &mut State, tx: &mut Tx<'_>, id: u64) -> Result<S> {
 /// that reached it meanwhile takes effect.
 pub(crate) fn release(st: &mut State, tx: &mut Tx<'_>, id: u64, token: u64) -> Result<S> {
     leased(st, id, token, "release")?;
-    give_back(st, tx, id, S::Retrying)
+    give_back(st, tx, id)
 }
 
-/// Ends a lease without an attempt: the message goes `to` Queued (in the
-/// ready set) or Retrying (a timer due now), or Cancelled if a cancel
-/// reached it.
-fn give_back(st: &mut State, tx: &mut Tx<'_>, id: u64, to: S) -> Result<S> {
+/// Ends a lease without an attempt: the message is queued again (in the
+/// ready set, consumers woken), or cancelled if a cancel reached it.
+fn give_back(st: &mut State, tx: &mut Tx<'_>, id: u64) -> Result<S> {
     let Some(mut s) = end_lease(st, tx, id) else {
         return Err(Error::NotFound(id));
     };
@@ -405,23 +404,13 @@ fn give_back(st: &mut State, tx: &mut Tx<'_>, id: u64, to: S) -> Result<S> {
         return Ok(S::Cancelled);
     }
     s.attempts = s.attempts.saturating_sub(1);
-    s.set_state(to);
+    s.set_state(S::Queued);
     s.lease_token = 0;
     s.lease_deadline_ms = 0;
     s.updated_at_ms = tx.now;
-    if to == S::Queued {
-        enqueue(st, tx, id, &s);
-    } else {
-        let queue = s.queue.clone();
-        st.queue(&queue, tx.cfg).level(s.priority()).retrying += 1;
-        s.due_ms = tx.now;
-        st.timers.insert((s.due_ms, id));
-        tx.timers_changed = true;
-        tx.put_live(id, &s);
-        tx.event(id, &s, false);
-    }
+    enqueue(st, tx, id, &s);
     st.jobs.insert(id, s);
-    Ok(to)
+    Ok(S::Queued)
 }
 
 /// Outcome of a nack: the new state and, when retrying, when.

@@ -261,15 +261,22 @@ async fn a_released_message_is_ready_at_once_without_losing_an_attempt() {
         .await;
     let first = h.lease("q", 1).await;
     assert_eq!(first[0].attempt, 1);
-    h.broker.release(id, first[0].lease_token).await.unwrap();
+    let answer = h.broker.release(id, first[0].lease_token).await.unwrap();
+    // Queued at once (not a retry waiting for a timer), in the answer, in
+    // get and in the stats.
+    assert_eq!(
+        (answer.state(), answer.retry_at_ms, h.state(id)),
+        (State::Queued, 0, State::Queued)
+    );
+    let stats = h.broker.stats(Some("q")).unwrap();
+    let level = &stats[0].priorities[0];
+    assert_eq!((level.ready, level.retrying, level.leased), (1, 0, 0));
     // The stale token cannot complete it any more.
     assert!(h
         .broker
         .ack(id, first[0].lease_token, vec![])
         .await
         .is_err());
-    h.advance(1).await;
-    assert_eq!(h.state(id), State::Queued);
     let again = h.lease("q", 1).await;
     assert_eq!(
         (again[0].id, again[0].attempt),
