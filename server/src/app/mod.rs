@@ -35,9 +35,15 @@ pub enum Viewer {
 impl Viewer {
     /// Whether this viewer may see `job`.
     pub fn sees(&self, job: &Job) -> bool {
+        self.sees_owner(job.owner.as_deref())
+    }
+
+    /// Whether this viewer may see a job of `owner` (for events, which
+    /// carry the owner but not the job).
+    pub fn sees_owner(&self, owner: Option<&str>) -> bool {
         match self {
             Viewer::All => true,
-            Viewer::Owner(name) => job.owner.as_deref() == Some(name.as_str()),
+            Viewer::Owner(name) => owner == Some(name.as_str()),
         }
     }
 

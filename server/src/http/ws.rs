@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use super::jobs::split_names;
 use super::state::AppState;
+use crate::app::Viewer;
 use crate::notify::hub::{record_event, status_frame, Hub, Push, Resume, Routed, Subscription};
 use crate::notify::WsConfig;
 use docproc_queue::{JobId, JobStatus, QueueError};
@@ -160,7 +161,7 @@ pub(super) async fn handler(
         .write_buffer_size(0)
         .on_upgrade(move |socket| async move {
             let mut conn = Conn::new(st, socket);
-            conn.tenant = caller.and_then(|c| c.0.tenant());
+            conn.viewer = super::guard::viewer(&caller);
             conn.run(initial).await;
         })
 }
@@ -209,8 +210,8 @@ struct Conn<S> {
     socket: S,
     floors: HashMap<JobId, Floor>,
     last_heard: Instant,
-    /// A `write` key's name: only its own jobs are shown.
-    tenant: Option<String>,
+    /// Whose jobs it may see (a `write` key: only its own).
+    viewer: Viewer,
 }
 
 enum End {
@@ -225,7 +226,7 @@ impl<S: Socket> Conn<S> {
             socket,
             floors: HashMap::new(),
             last_heard: Instant::now(),
-            tenant: None,
+            viewer: Viewer::All,
         }
     }
 
@@ -330,9 +331,10 @@ impl<S: Socket> Conn<S> {
             .await
     }
 
-    /// Whether this connection may see a job submitted by `owner`.
+    /// Whether this connection may see a job submitted by `owner` (the
+    /// application's rule).
     fn sees(&self, owner: Option<&str>) -> bool {
-        self.tenant.as_deref().is_none_or(|t| owner == Some(t))
+        self.viewer.sees_owner(owner)
     }
 
     async fn event(&mut self, r: &Routed) -> Result<(), End> {
