@@ -74,8 +74,8 @@ impl App {
     /// upload is gone is [`AppError::UploadGone`].
     pub async fn retry_dead(&self, who: &Viewer, id: &JobId) -> Result<Retried, AppError> {
         let r = self.dead_job(who, id).await?;
-        if let Ok(crate::jobs::Payload::Extract(_)) = crate::jobs::Payload::of(&r.job) {
-            let kept = match self.upload_of(&r.job) {
+        if let Ok(crate::jobs::Payload::Extract(p)) = crate::jobs::Payload::of(&r.job) {
+            let kept = match p.upload(&self.uploads) {
                 Some(file) => tokio::fs::try_exists(file).await.unwrap_or(false),
                 None => false,
             };

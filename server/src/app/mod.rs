@@ -19,8 +19,8 @@ pub use error::AppError;
 pub use submit::{display_name, Fields, Spooled, Submission, MAX_FIELD};
 pub use view::{CancelAnswer, DeadJob, DeadPage, Deleted, JobView, JobsPage, Retried, Submitted};
 
-use crate::jobs::Payload;
-use crate::notify::{Hub, Notifier, Targets};
+use crate::jobs::{targets_of, Payload};
+use crate::notify::{Hub, Notifier};
 use crate::results::{Artifact, Opened, ResultStore};
 
 /// Who asks, as far as the rules care.
@@ -117,7 +117,7 @@ impl App {
     pub async fn status(&self, who: &Viewer, id: &JobId) -> Result<JobView, AppError> {
         let r = self.job(who, id).await?;
         let mut view = JobView::from(&r);
-        let targets = targets(&r.job);
+        let targets = targets_of(&r.job);
         let (webhook, email) = self
             .notifier
             .delivery_state(&self.results, &r.job.job_id, &targets)
@@ -154,7 +154,7 @@ impl App {
         let record = self.job(who, id).await?;
         let (status, message) = match self.queue.cancel(id).await? {
             CancelOutcome::Cancelled => {
-                let targets = targets(&record.job);
+                let targets = targets_of(&record.job);
                 if !targets.is_empty() {
                     self.notifier
                         .announce(self.queue.as_ref(), &record.job, &targets)
@@ -201,13 +201,5 @@ impl App {
         if let Some(file) = self.upload_of(job) {
             let _ = tokio::fs::remove_file(file).await;
         }
-    }
-}
-
-/// Where a job's notifications go (only extraction jobs have any).
-fn targets(job: &Job) -> Targets {
-    match Payload::of(job) {
-        Ok(p) => p.targets(),
-        Err(_) => Targets::default(),
     }
 }

@@ -89,13 +89,7 @@ pub(super) async fn run(ctx: &Jobs, lease: Lease, payload: AnalysisPayload) {
     .await;
     match work {
         Ok(Ok(summary)) => {
-            let result = json!({
-                "summary": summary,
-                "json_url": format!("/api/job/{}/result", job.job_id),
-                "html_url": format!("/api/job/{}/html", job.job_id),
-                "markdown_url": format!("/api/job/{}/markdown", job.job_id),
-            });
-            if let Err(e) = lease.complete(result).await {
+            if let Err(e) = lease.complete(super::completed(&job.job_id, summary)).await {
                 tracing::warn!(error = %e, "could not complete the analysis");
             }
         }

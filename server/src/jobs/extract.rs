@@ -129,7 +129,8 @@ pub(super) async fn run(
             r = &mut run => break Some(r),
             () = async { let _ = hand_back.wait_for(|h| *h).await; } => {
                 // Kill the extractor and return the job now, not at the
-                // lease's end; it counts as an attempt, like an expiry.
+                // lease's end (on the broker a release, not counted as an
+                // attempt; elsewhere an attempt retried at once).
                 drop(run);
                 let status = lease
                     .release("interrupted: the worker shut down; handed back")
@@ -170,13 +171,8 @@ pub(super) async fn run(
             settle(Some(&file), status).await;
         }
         Some(Ok(summary)) => {
-            let result = json!({
-                "summary": summary,
-                "format": payload.format,
-                "json_url": format!("/api/job/{}/result", job.job_id),
-                "html_url": format!("/api/job/{}/html", job.job_id),
-                "markdown_url": format!("/api/job/{}/markdown", job.job_id),
-            });
+            let mut result = super::completed(&job.job_id, summary);
+            result["format"] = json!(payload.format);
             // Queued before the job completes, so whoever sees it completed
             // also finds its analysis (same correlation id).
             let analysis = match payload.analyze {

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use docproc_queue::{Job, JobStatus, Lease, Queue, QueueError};
+use docproc_queue::{Job, JobId, JobStatus, Lease, Queue, QueueError};
 use tokio::sync::watch;
 
 pub use analysis::AnalysisPayload;
@@ -152,6 +152,17 @@ impl Handler for Jobs {
             Err(msg) => settle(None, lease.fail_permanently(&msg).await).await,
         }
     }
+}
+
+/// What a completed job stores as its result: its summary and where its
+/// result files are served.
+fn completed(id: &JobId, summary: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "summary": summary,
+        "json_url": format!("/api/job/{id}/result"),
+        "html_url": format!("/api/job/{id}/html"),
+        "markdown_url": format!("/api/job/{id}/markdown"),
+    })
 }
 
 /// Removes the upload once a failed job will not run again.
