@@ -3,7 +3,7 @@
 //!
 //! Environment: `BENCH_SCALE` (default 1.0) scales every message count;
 //! `BENCH_FLOW` sets the long-run message count (default 10,000,000);
-//! `BENCH_ONLY` (comma-separated: raw, redis, produce1, produce100, consume,
+//! `BENCH_ONLY` (comma-separated: raw, redis, streams, produce1, produce100, consume,
 //! latency, flow, recovery, list, jobs, http, ws, pdf) runs a subset. The http, ws
 //! and pdf workloads need the release `docproc` binary beside this one
 //! (`make bench` builds it); pdf needs the corpus (`make corpus`) and
@@ -14,6 +14,7 @@ mod jobs;
 mod list;
 mod pdf;
 mod peers;
+mod streams;
 mod workloads;
 mod ws;
 
@@ -91,6 +92,9 @@ fn main() -> anyhow::Result<()> {
         }
         if run("redis") {
             print(peers::redis(scaled(200_000))?);
+        }
+        if run("streams") {
+            print(streams::all(scaled(200_000)).await?);
         }
         if run("produce1") {
             print(vec![workloads::produce(1, 64, scaled(60_000)).await?]);

@@ -50,7 +50,7 @@ impl Served {
     }
 }
 
-fn payload() -> Vec<u8> {
+pub(crate) fn payload() -> Vec<u8> {
     (0..PAYLOAD).map(|i| (i % 251) as u8).collect()
 }
 

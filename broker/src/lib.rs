@@ -63,7 +63,9 @@ pub mod fuzzing {
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{BrokerConfig, Durability};
 pub use docproc_proto::broker::v1 as pb;
-pub use engine::{Broker, DEFAULT_LIST_LIMIT, MAX_FETCH_WAIT, MAX_LEASE_BATCH, MAX_LIST_LIMIT};
+pub use engine::{
+    Broker, DEFAULT_LIST_LIMIT, MAX_FETCH_WAIT, MAX_LEASE_BATCH, MAX_LIST_LIMIT, MAX_SETTLE_BATCH,
+};
 pub use error::{Error, Result};
 pub use service::{serve, serve_with, BrokerService, ServeOptions};
 pub use store::SYNC_BOUNDS;

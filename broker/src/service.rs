@@ -8,7 +8,8 @@ use std::time::Duration;
 use docproc_proto::broker::v1::{
     self as pb, broker_server::BrokerServer, consume_request::Request as ConsumeKind,
 };
-use futures::{FutureExt, Stream};
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, Stream, StreamExt};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
@@ -99,7 +100,7 @@ impl pb::broker_server::Broker for BrokerService {
         }))
     }
 
-    type ConsumeStream = BoxStream<pb::Delivery>;
+    type ConsumeStream = BoxStream<pb::ConsumeResponse>;
 
     async fn consume(
         &self,
@@ -118,7 +119,7 @@ impl pb::broker_server::Broker for BrokerService {
         };
         // Validates the queue name before the stream starts.
         self.broker.ready_notify(&sub.queue)?;
-        let (tx, rx) = mpsc::channel(CONSUME_STEP as usize);
+        let (tx, rx) = mpsc::channel(16);
         tokio::spawn(consume_loop(
             self.broker.clone(),
             sub,
@@ -298,13 +299,20 @@ impl pb::broker_server::Broker for BrokerService {
     }
 }
 
-/// Pushes leased deliveries while the client has credit; waits on the queue's
-/// ready notification (never polls) when nothing is ready.
+/// Settle batches of one stream applied and waiting for durability; beyond
+/// this the stream stops reading until answers go out (back-pressure).
+const MAX_SETTLING: usize = 64;
+
+type Settling = FuturesOrdered<Pin<Box<dyn Future<Output = pb::Settled> + Send>>>;
+
+/// Pushes leased deliveries in batches while the client has credit, applies
+/// the settle batches it sends and answers each once durable; waits on the
+/// queue's ready notification (never polls) when nothing is ready.
 async fn consume_loop(
     broker: Broker,
     sub: pb::Subscribe,
     mut inbound: Streaming<pb::ConsumeRequest>,
-    tx: mpsc::Sender<Result<pb::Delivery, Status>>,
+    tx: mpsc::Sender<Result<pb::ConsumeResponse, Status>>,
     drained: impl Future<Output = ()>,
 ) {
     let Ok(notify) = broker.ready_notify(&sub.queue) else {
@@ -312,12 +320,16 @@ async fn consume_loop(
     };
     tokio::pin!(drained);
     let mut credit = u64::from(sub.credit);
+    let mut settling = Settling::new();
     loop {
-        // Take every credit grant already received before leasing, so that
+        // Take every request already received before leasing, so that
         // many small grants become one lease (one commit) instead of many.
-        while let Some(msg) = inbound.message().now_or_never() {
-            if let Err(stop) = add_credit(msg, &mut credit) {
-                return stop.send(&tx).await;
+        while settling.len() < MAX_SETTLING {
+            let Some(msg) = inbound.message().now_or_never() else {
+                break;
+            };
+            if let Err(stop) = take(&broker, msg, &mut credit, &mut settling) {
+                return stop.send(&tx, settling).await;
             }
         }
         let notified = notify.notified();
@@ -326,12 +338,15 @@ async fn consume_loop(
         if credit > 0 {
             let n = credit.min(CONSUME_STEP) as usize;
             match broker.lease(&sub.queue, n, &sub.consumer_id).await {
-                Ok(ds) if !ds.is_empty() => {
-                    credit -= ds.len() as u64;
-                    for d in ds {
-                        if tx.send(Ok(d)).await.is_err() {
-                            return;
-                        }
+                Ok(deliveries) if !deliveries.is_empty() => {
+                    credit -= deliveries.len() as u64;
+                    let settled = answered(&mut settling);
+                    let batch = pb::ConsumeResponse {
+                        deliveries,
+                        settled,
+                    };
+                    if tx.send(Ok(batch)).await.is_err() {
+                        return;
                     }
                     continue;
                 }
@@ -344,50 +359,105 @@ async fn consume_loop(
         }
         tokio::select! {
             _ = &mut notified, if credit > 0 => {}
-            msg = inbound.message() => {
-                if let Err(stop) = add_credit(msg, &mut credit) {
-                    return stop.send(&tx).await;
+            msg = inbound.message(), if settling.len() < MAX_SETTLING => {
+                if let Err(stop) = take(&broker, msg, &mut credit, &mut settling) {
+                    return stop.send(&tx, settling).await;
+                }
+            }
+            Some(first) = settling.next(), if !settling.is_empty() => {
+                let mut settled = vec![first];
+                settled.extend(answered(&mut settling));
+                let batch = pb::ConsumeResponse { deliveries: Vec::new(), settled };
+                if tx.send(Ok(batch)).await.is_err() {
+                    return;
                 }
             }
             _ = tx.closed() => return,
             _ = &mut drained => {
-                let _ = tx.send(Err(Status::unavailable("broker is shutting down"))).await;
-                return;
+                return Stop::Draining.send(&tx, settling).await;
             }
         }
     }
 }
 
-/// Why a consume stream ends on a client message.
+/// The answers of settle batches that are durable by now, in order.
+fn answered(settling: &mut Settling) -> Vec<pb::Settled> {
+    let mut out = Vec::new();
+    while let Some(Some(s)) = settling.next().now_or_never() {
+        out.push(s);
+    }
+    out
+}
+
+/// Why a consume stream ends.
 enum Stop {
     /// The client closed its side or the connection broke.
     Closed,
-    /// The client sent something other than credit.
+    /// The client sent a second subscribe or an empty request.
     Invalid,
+    /// A settle batch was refused whole (too many operations).
+    Refused(Status),
+    /// The server is shutting down.
+    Draining,
 }
 
 impl Stop {
-    async fn send(self, tx: &mpsc::Sender<Result<pb::Delivery, Status>>) {
-        if let Stop::Invalid = self {
-            let _ = tx
-                .send(Err(Status::invalid_argument(
-                    "only credit may follow subscribe",
-                )))
-                .await;
+    /// Answers the settle batches already applied (a client that closed
+    /// its side still reads them), then the reason, if any, and ends.
+    async fn send(
+        self,
+        tx: &mpsc::Sender<Result<pb::ConsumeResponse, Status>>,
+        mut settling: Settling,
+    ) {
+        while let Some(s) = settling.next().await {
+            let batch = pb::ConsumeResponse {
+                deliveries: Vec::new(),
+                settled: vec![s],
+            };
+            if tx.send(Ok(batch)).await.is_err() {
+                return;
+            }
         }
+        let status = match self {
+            Stop::Closed => return,
+            Stop::Invalid => Status::invalid_argument(
+                "after subscribe a consume stream takes only credit and settle batches",
+            ),
+            Stop::Refused(status) => status,
+            Stop::Draining => Status::unavailable("broker is shutting down"),
+        };
+        let _ = tx.send(Err(status)).await;
     }
 }
 
-/// Applies one message received after subscribe: a credit grant, or the end.
-fn add_credit(
+/// Applies one message received after subscribe: a credit grant, a settle
+/// batch (applied now, answered once durable), or the end.
+fn take(
+    broker: &Broker,
     msg: Result<Option<pb::ConsumeRequest>, Status>,
     credit: &mut u64,
+    settling: &mut Settling,
 ) -> Result<(), Stop> {
     match msg {
         Ok(Some(pb::ConsumeRequest {
             request: Some(ConsumeKind::Credit(n)),
         })) => {
             *credit = credit.saturating_add(u64::from(n));
+            Ok(())
+        }
+        Ok(Some(pb::ConsumeRequest {
+            request: Some(ConsumeKind::Settle(batch)),
+        })) => {
+            let seq = batch.seq;
+            let outcomes = broker
+                .settle(batch.ops)
+                .map_err(|e| Stop::Refused(e.into()))?;
+            settling.push_back(Box::pin(async move {
+                pb::Settled {
+                    seq,
+                    outcomes: outcomes.await,
+                }
+            }));
             Ok(())
         }
         Ok(Some(_)) => Err(Stop::Invalid),
@@ -437,7 +507,6 @@ fn incoming(
     listener: TcpListener,
     gate: Arc<Gate>,
 ) -> impl Stream<Item = std::io::Result<Guarded<tokio::net::TcpStream>>> {
-    use futures::StreamExt;
     TcpListenerStream::new(listener).filter_map(move |conn| {
         let admitted = match conn {
             Err(e) => Some(Err(e)),

@@ -303,6 +303,15 @@ impl Store {
         Ok(db.get_cf(handle(&db, cf)?, key)?)
     }
 
+    /// The values of `keys` in one column family, read as one batch.
+    pub(crate) fn multi_get(&self, cf: Cf, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        let db = self.db()?;
+        db.batched_multi_get_cf(handle(&db, cf)?, keys, false)
+            .into_iter()
+            .map(|v| Ok(v?.map(|s| s.to_vec())))
+            .collect()
+    }
+
     /// Calls `f` on each `(key, value)` from `from` (inclusive) up to `to`
     /// (exclusive, or the end) until it returns `false`.
     pub(crate) fn scan(

@@ -1,5 +1,6 @@
 //! The consumer stream: credit-based flow control, reconnection, and
-//! deliveries that ack, nack and extend their own lease.
+//! deliveries that ack, nack and extend their own lease (in batches on the
+//! consumer's stream, see `settle`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,13 +9,16 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use docproc_proto::broker::v1::{self as pb, consume_request::Request as ConsumeKind};
+use docproc_proto::broker::v1::{
+    self as pb, consume_request::Request as ConsumeKind, settle_op::Op, settle_outcome::Outcome,
+};
 use futures::Stream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::client::Client;
 use crate::error::{Error, Result};
+use crate::settle::{self, mismatch, Batches, Request, Settler};
 
 impl Client {
     /// A stream of deliveries from `queue`; see [`ConsumerOptions`].
@@ -47,21 +51,26 @@ impl Default for ConsumerOptions {
     }
 }
 
-/// Credit bookkeeping shared by a consumer and its deliveries.
+/// What a consumer shares with its deliveries: credit bookkeeping and the
+/// way to its stream.
 #[derive(Debug)]
-struct Credit {
+struct Link {
     /// Deliveries handed out and not yet dropped.
     in_flight: AtomicU64,
     grant: mpsc::UnboundedSender<u32>,
+    settler: Settler,
 }
 
 /// A leased message. Dropping it returns its credit to the consumer; it stays
-/// leased until acked, nacked or its lease expires.
+/// leased until acked, nacked or its lease expires. A delivery from a
+/// [`Consumer`] acks, nacks and extends through the consumer's stream,
+/// batched with those of other deliveries; one from a fetch, or whose
+/// consumer is gone, through the unary calls.
 #[derive(Debug)]
 pub struct Delivery {
     client: Client,
     msg: pb::Delivery,
-    credit: Option<Arc<Credit>>,
+    link: Option<Arc<Link>>,
 }
 
 /// How a [`Delivery::run_with_lease`] ended.
@@ -80,7 +89,14 @@ impl Delivery {
         Self {
             client,
             msg,
-            credit: None,
+            link: None,
+        }
+    }
+
+    async fn settle(&self, op: Op) -> Result<Outcome> {
+        match &self.link {
+            Some(link) => link.settler.settle(&self.client, op).await,
+            None => settle::unary(&self.client, op).await,
         }
     }
 
@@ -103,9 +119,15 @@ impl Delivery {
 
     /// Completes the message with a result. `Ok(true)` if it was cancelled meanwhile.
     pub async fn ack(&self, result: Vec<u8>) -> Result<bool> {
-        self.client
-            .ack(self.msg.id, self.msg.lease_token, result)
-            .await
+        let op = Op::Ack(pb::AckRequest {
+            id: self.msg.id,
+            lease_token: self.msg.lease_token,
+            result,
+        });
+        match self.settle(op).await? {
+            Outcome::Ack(a) => Ok(a.cancelled),
+            o => Err(mismatch(&o)),
+        }
     }
 
     /// Fails the message: retried after the queue's backoff (or `retry_after`),
@@ -116,36 +138,49 @@ impl Delivery {
         retry_after: Option<Duration>,
         dead_letter: bool,
     ) -> Result<pb::NackResponse> {
-        self.client
-            .nack(pb::NackRequest {
-                id: self.msg.id,
-                lease_token: self.msg.lease_token,
-                error: error.to_string(),
-                retry_delay_ms: retry_after.map_or(0, |d| d.as_millis().max(1) as u64),
-                dead_letter,
-                release: false,
-            })
-            .await
+        self.nack_with(pb::NackRequest {
+            id: self.msg.id,
+            lease_token: self.msg.lease_token,
+            error: error.to_string(),
+            retry_delay_ms: retry_after.map_or(0, |d| d.as_millis().max(1) as u64),
+            dead_letter,
+            release: false,
+        })
+        .await
     }
 
     /// Hands the message back unworked (this consumer is stopping): ready
     /// again at once, the delivery not counted as an attempt.
     pub async fn release(&self) -> Result<pb::NackResponse> {
-        self.client
-            .nack(pb::NackRequest {
-                id: self.msg.id,
-                lease_token: self.msg.lease_token,
-                release: true,
-                ..Default::default()
-            })
-            .await
+        self.nack_with(pb::NackRequest {
+            id: self.msg.id,
+            lease_token: self.msg.lease_token,
+            release: true,
+            ..Default::default()
+        })
+        .await
+    }
+
+    async fn nack_with(&self, req: pb::NackRequest) -> Result<pb::NackResponse> {
+        match self.settle(Op::Nack(req)).await? {
+            Outcome::Nack(n) => Ok(n),
+            o => Err(mismatch(&o)),
+        }
     }
 
     /// Renews the lease by the message's lease timeout, storing `progress` if given.
     pub async fn extend(&self, progress: Option<Vec<u8>>) -> Result<pb::ExtendResponse> {
-        self.client
-            .extend(self.msg.id, self.msg.lease_token, None, progress)
-            .await
+        let op = Op::Extend(pb::ExtendRequest {
+            id: self.msg.id,
+            lease_token: self.msg.lease_token,
+            extend_ms: 0,
+            has_progress: progress.is_some(),
+            progress: progress.unwrap_or_default(),
+        });
+        match self.settle(op).await? {
+            Outcome::Extend(e) => Ok(e),
+            o => Err(mismatch(&o)),
+        }
     }
 
     /// Runs `work` while renewing the lease every third of the lease timeout.
@@ -179,7 +214,7 @@ fn now_ms() -> u64 {
 
 impl Drop for Delivery {
     fn drop(&mut self) {
-        if let Some(c) = self.credit.take() {
+        if let Some(c) = self.link.take() {
             c.in_flight.fetch_sub(1, Ordering::AcqRel);
             let _ = c.grant.send(1);
         }
@@ -225,9 +260,11 @@ async fn run(
     out: mpsc::Sender<Result<Delivery>>,
 ) {
     let (grant, mut grants) = mpsc::unbounded_channel();
-    let credit = Arc::new(Credit {
+    let (settler, mut ops) = Settler::new();
+    let link = Arc::new(Link {
         in_flight: AtomicU64::new(0),
         grant,
+        settler,
     });
     let prefetch = u64::from(opts.prefetch.max(1));
     let mut backoff = opts.min_backoff;
@@ -235,7 +272,7 @@ async fn run(
         // Credit granted on a dropped connection is gone; start again from
         // what is not held by the application.
         while grants.try_recv().is_ok() {}
-        let initial = prefetch.saturating_sub(credit.in_flight.load(Ordering::Acquire)) as u32;
+        let initial = prefetch.saturating_sub(link.in_flight.load(Ordering::Acquire)) as u32;
         let (req_tx, req_rx) = mpsc::channel(16);
         let sub = pb::ConsumeRequest {
             request: Some(ConsumeKind::Subscribe(pb::Subscribe {
@@ -250,7 +287,7 @@ async fn run(
             .clone()
             .consume(ReceiverStream::new(req_rx))
             .await;
-        let mut stream = match stream {
+        let stream = match stream {
             Ok(s) => s.into_inner(),
             Err(status) => {
                 let e = Error::from(status);
@@ -259,52 +296,150 @@ async fn run(
                     return;
                 }
                 tracing::debug!(error = %e, ?backoff, "consumer reconnecting");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = out.closed() => return,
+                if !pause(backoff, &out, &mut ops).await {
+                    return;
                 }
                 backoff = (backoff * 2).min(opts.max_backoff);
                 continue;
             }
         };
+        let mut conn = Connection {
+            client: &client,
+            link: &link,
+            out: &out,
+            req_tx,
+            batches: Batches::default(),
+        };
+        match conn.serve(stream, &mut grants, &mut ops).await {
+            Ended::Fatal(e) => {
+                let _ = out.send(Err(e)).await;
+                return;
+            }
+            Ended::Dropped => return,
+            Ended::Broken { delivered } => {
+                if delivered {
+                    backoff = opts.min_backoff;
+                }
+            }
+        }
+        settle::refuse_queued(&mut ops);
+        if !pause(backoff, &out, &mut ops).await {
+            return;
+        }
+        backoff = (backoff * 2).min(opts.max_backoff);
+    }
+}
+
+/// Waits `backoff` before reconnecting, sending operations that arrive
+/// meanwhile back to be made with the unary calls. `false`: the consumer
+/// was dropped.
+async fn pause(
+    backoff: Duration,
+    out: &mpsc::Sender<Result<Delivery>>,
+    ops: &mut mpsc::UnboundedReceiver<Request>,
+) -> bool {
+    let sleep = tokio::time::sleep(backoff);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            _ = &mut sleep => return true,
+            _ = out.closed() => return false,
+            Some(r) = ops.recv() => settle::refuse(r),
+        }
+    }
+}
+
+/// How a connected stream ended.
+enum Ended {
+    /// The broker refused the subscription for good.
+    Fatal(Error),
+    /// The application dropped the consumer.
+    Dropped,
+    /// The connection broke; reconnect.
+    Broken { delivered: bool },
+}
+
+/// One connected consume stream.
+struct Connection<'a> {
+    client: &'a Client,
+    link: &'a Arc<Link>,
+    out: &'a mpsc::Sender<Result<Delivery>>,
+    req_tx: mpsc::Sender<pb::ConsumeRequest>,
+    batches: Batches,
+}
+
+impl Connection<'_> {
+    async fn serve(
+        &mut self,
+        mut stream: tonic::Streaming<pb::ConsumeResponse>,
+        grants: &mut mpsc::UnboundedReceiver<u32>,
+        ops: &mut mpsc::UnboundedReceiver<Request>,
+    ) -> Ended {
+        let mut delivered = false;
         loop {
             tokio::select! {
                 msg = stream.message() => match msg {
-                    Ok(Some(d)) => {
-                        backoff = opts.min_backoff;
-                        credit.in_flight.fetch_add(1, Ordering::AcqRel);
-                        let d = Delivery { client: client.clone(), msg: d, credit: Some(credit.clone()) };
-                        if out.send(Ok(d)).await.is_err() {
-                            return;
+                    Ok(Some(batch)) => {
+                        for s in batch.settled {
+                            self.batches.answer(s);
+                        }
+                        delivered |= !batch.deliveries.is_empty();
+                        for d in batch.deliveries {
+                            self.link.in_flight.fetch_add(1, Ordering::AcqRel);
+                            let d = Delivery {
+                                client: self.client.clone(),
+                                msg: d,
+                                link: Some(self.link.clone()),
+                            };
+                            if self.out.send(Ok(d)).await.is_err() {
+                                return self.finish(stream).await;
+                            }
                         }
                     }
-                    Ok(None) => break,
+                    Ok(None) => return Ended::Broken { delivered },
                     Err(status) => {
                         let e = Error::from(status);
                         if !e.is_retryable() {
-                            let _ = out.send(Err(e)).await;
-                            return;
+                            return Ended::Fatal(e);
                         }
-                        break;
+                        return Ended::Broken { delivered };
                     }
                 },
                 Some(n) = grants.recv() => {
                     let mut n = n;
                     while let Ok(more) = grants.try_recv() {
-                        n += more;
+                        n = n.saturating_add(more);
                     }
                     let req = pb::ConsumeRequest { request: Some(ConsumeKind::Credit(n)) };
-                    if req_tx.send(req).await.is_err() {
-                        break;
+                    if self.req_tx.send(req).await.is_err() {
+                        return Ended::Broken { delivered };
                     }
                 }
-                _ = out.closed() => return,
+                Some(first) = ops.recv(), if self.batches.may_send() => {
+                    let req = self.batches.batch(first, ops);
+                    if self.req_tx.send(req).await.is_err() {
+                        return Ended::Broken { delivered };
+                    }
+                }
+                _ = self.out.closed() => return self.finish(stream).await,
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = out.closed() => return,
+    }
+
+    /// The application dropped the consumer: no more deliveries are
+    /// taken, but the answers of batches already sent are still read so
+    /// that their callers learn them.
+    async fn finish(&mut self, mut stream: tonic::Streaming<pb::ConsumeResponse>) -> Ended {
+        while !self.batches.is_empty() {
+            match stream.message().await {
+                Ok(Some(batch)) => {
+                    for s in batch.settled {
+                        self.batches.answer(s);
+                    }
+                }
+                Ok(None) | Err(_) => break,
+            }
         }
-        backoff = (backoff * 2).min(opts.max_backoff);
+        Ended::Dropped
     }
 }

@@ -11,7 +11,8 @@
 //! - [`Client`]: connection and every unary call.
 //! - [`Producer`]: batches single sends into produce requests.
 //! - [`Consumer`]: a `Stream` of [`Delivery`] with credit-based flow control
-//!   and reconnection.
+//!   and reconnection; its deliveries ack, nack and extend in batches on
+//!   the consumer's stream (`settle`).
 //! - [`Error`]: typed failures.
 //!
 //! # Example
@@ -40,6 +41,7 @@ mod client;
 mod consumer;
 mod error;
 mod producer;
+mod settle;
 
 pub use client::{redact, BrokerUrl, Client, NewMessage};
 pub use consumer::{Consumer, ConsumerOptions, Delivery, LeaseOutcome};

@@ -30,7 +30,9 @@ use super::model::{
 };
 use crate::api::{ConsumeOptions, EventStream, LeaseStream, Queue, SyncLatency};
 
-/// Kept alive while a lease is held (the remote consumer's flow-control credit).
+/// Kept alive while a lease is held (the remote consumer's flow-control
+/// credit), and handed back to the adapter with each call on the lease (a
+/// remote consumer's delivery settles on its stream).
 pub type Held = Box<dyn Any + Send + Sync>;
 /// Deliveries with what must be held while they are leased.
 pub type Deliveries = BoxStream<'static, Result<(pb::Delivery, Held)>>;
@@ -64,10 +66,12 @@ pub trait BrokerApi: Clone + Send + Sync + 'static {
     /// Stats of every queue.
     async fn stats(&self) -> Result<Vec<pb::QueueStats>>;
     /// Completes a lease; `true` when the message had been cancelled.
-    async fn ack(&self, id: u64, token: u64, result: Vec<u8>) -> Result<bool>;
+    /// `held` is what [`BrokerApi::deliveries`] gave with the lease.
+    async fn ack(&self, held: &Held, id: u64, token: u64, result: Vec<u8>) -> Result<bool>;
     /// Fails a lease: retried after `delay_ms`, or dead when `dead`.
     async fn nack(
         &self,
+        held: &Held,
         id: u64,
         token: u64,
         error: &str,
@@ -75,10 +79,11 @@ pub trait BrokerApi: Clone + Send + Sync + 'static {
         dead: bool,
     ) -> Result<pb::State>;
     /// Hands a leased message back unworked, not counted as an attempt.
-    async fn release(&self, id: u64, token: u64) -> Result<pb::State>;
+    async fn release(&self, held: &Held, id: u64, token: u64) -> Result<pb::State>;
     /// Renews a lease by its timeout, storing progress if given.
     async fn extend(
         &self,
+        held: &Held,
         id: u64,
         token: u64,
         progress: Option<Vec<u8>>,
@@ -412,7 +417,7 @@ impl<B: BrokerApi> Queue for BrokerQueue<B> {
                     api: api.clone(),
                     id: d.id,
                     token: d.lease_token,
-                    _held: held,
+                    held,
                 };
                 Ok(Lease::new(
                     job,
@@ -507,30 +512,42 @@ struct BrokerLease<B> {
     api: B,
     id: u64,
     token: u64,
-    _held: Held,
+    held: Held,
 }
 
 #[async_trait]
 impl<B: BrokerApi> LeaseOps for BrokerLease<B> {
     async fn complete(&self, result: Vec<u8>) -> Result<bool> {
-        self.api.ack(self.id, self.token, result).await
+        self.api.ack(&self.held, self.id, self.token, result).await
     }
 
     async fn fail(&self, error: &str, retry_after: Option<Duration>) -> Result<JobStatus> {
         let delay_ms = retry_after.map_or(0, |d| (d.as_millis() as u64).max(1));
         let st = self
             .api
-            .nack(self.id, self.token, error, delay_ms, retry_after.is_none())
+            .nack(
+                &self.held,
+                self.id,
+                self.token,
+                error,
+                delay_ms,
+                retry_after.is_none(),
+            )
             .await?;
         Ok(status(st))
     }
 
     async fn release(&self, _reason: &str) -> Result<JobStatus> {
-        Ok(status(self.api.release(self.id, self.token).await?))
+        Ok(status(
+            self.api.release(&self.held, self.id, self.token).await?,
+        ))
     }
 
     async fn renew(&self, progress: Option<Vec<u8>>) -> Result<Heartbeat> {
-        let r = self.api.extend(self.id, self.token, progress).await?;
+        let r = self
+            .api
+            .extend(&self.held, self.id, self.token, progress)
+            .await?;
         Ok(Heartbeat {
             cancelled: r.cancelled,
             deadline_ms: r.lease_deadline_ms,

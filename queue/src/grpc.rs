@@ -2,6 +2,7 @@
 //! so workers can run on other hosts than the broker.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use docproc_client::{pb, Client, ConsumerOptions, Error as ClientError};
@@ -101,51 +102,71 @@ impl BrokerApi for Remote {
         self.client.stats(None).await.map_err(map(0))
     }
 
-    async fn ack(&self, id: u64, token: u64, result: Vec<u8>) -> Result<bool> {
-        self.client.ack(id, token, result).await.map_err(map(id))
+    async fn ack(&self, held: &Held, id: u64, token: u64, result: Vec<u8>) -> Result<bool> {
+        match stream_delivery(held) {
+            Some(d) => d.ack(result).await,
+            None => self.client.ack(id, token, result).await,
+        }
+        .map_err(map(id))
     }
 
     async fn nack(
         &self,
+        held: &Held,
         id: u64,
         token: u64,
         error: &str,
         delay_ms: u64,
         dead: bool,
     ) -> Result<pb::State> {
-        let req = pb::NackRequest {
-            id,
-            lease_token: token,
-            error: error.to_string(),
-            retry_delay_ms: delay_ms,
-            dead_letter: dead,
-            ..Default::default()
+        let r = match stream_delivery(held) {
+            Some(d) => {
+                let after = (delay_ms > 0).then(|| Duration::from_millis(delay_ms));
+                d.nack(error, after, dead).await
+            }
+            None => {
+                let req = pb::NackRequest {
+                    id,
+                    lease_token: token,
+                    error: error.to_string(),
+                    retry_delay_ms: delay_ms,
+                    dead_letter: dead,
+                    ..Default::default()
+                };
+                self.client.nack(req).await
+            }
         };
-        let r = self.client.nack(req).await.map_err(map(id))?;
-        Ok(r.state())
+        Ok(r.map_err(map(id))?.state())
     }
 
-    async fn release(&self, id: u64, token: u64) -> Result<pb::State> {
-        let req = pb::NackRequest {
-            id,
-            lease_token: token,
-            release: true,
-            ..Default::default()
+    async fn release(&self, held: &Held, id: u64, token: u64) -> Result<pb::State> {
+        let r = match stream_delivery(held) {
+            Some(d) => d.release().await,
+            None => {
+                let req = pb::NackRequest {
+                    id,
+                    lease_token: token,
+                    release: true,
+                    ..Default::default()
+                };
+                self.client.nack(req).await
+            }
         };
-        let r = self.client.nack(req).await.map_err(map(id))?;
-        Ok(r.state())
+        Ok(r.map_err(map(id))?.state())
     }
 
     async fn extend(
         &self,
+        held: &Held,
         id: u64,
         token: u64,
         progress: Option<Vec<u8>>,
     ) -> Result<pb::ExtendResponse> {
-        self.client
-            .extend(id, token, None, progress)
-            .await
-            .map_err(map(id))
+        match stream_delivery(held) {
+            Some(d) => d.extend(progress).await,
+            None => self.client.extend(id, token, None, progress).await,
+        }
+        .map_err(map(id))
     }
 
     async fn deliveries(
@@ -184,4 +205,10 @@ impl BrokerApi for Remote {
     async fn close(&self) {
         self.closed.send_replace(true);
     }
+}
+
+/// The consumer's delivery a lease came with: settling through it rides
+/// the consumer's stream in batches.
+fn stream_delivery(held: &Held) -> Option<&docproc_client::Delivery> {
+    held.downcast_ref::<docproc_client::Delivery>()
 }

@@ -140,12 +140,13 @@ impl BrokerApi for Embedded {
         self.broker.stats(None).map_err(map)
     }
 
-    async fn ack(&self, id: u64, token: u64, result: Vec<u8>) -> Result<bool> {
+    async fn ack(&self, _: &Held, id: u64, token: u64, result: Vec<u8>) -> Result<bool> {
         self.broker.ack(id, token, result).await.map_err(map)
     }
 
     async fn nack(
         &self,
+        _: &Held,
         id: u64,
         token: u64,
         error: &str,
@@ -160,13 +161,14 @@ impl BrokerApi for Embedded {
         Ok(r.state())
     }
 
-    async fn release(&self, id: u64, token: u64) -> Result<pb::State> {
+    async fn release(&self, _: &Held, id: u64, token: u64) -> Result<pb::State> {
         let r = self.broker.release(id, token).await.map_err(map)?;
         Ok(r.state())
     }
 
     async fn extend(
         &self,
+        _: &Held,
         id: u64,
         token: u64,
         progress: Option<Vec<u8>>,

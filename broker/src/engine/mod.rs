@@ -8,6 +8,7 @@
 mod list;
 mod ops;
 mod recovery;
+mod settle;
 mod state;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +33,7 @@ use ops::Tx;
 use state::State;
 
 pub use list::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
+pub use settle::MAX_SETTLE_BATCH;
 
 /// Most messages one lease or fetch call hands out.
 pub const MAX_LEASE_BATCH: usize = 1000;
@@ -194,10 +196,7 @@ impl Broker {
             return Ok(Vec::new());
         }
         durable.wait().await?;
-        leased
-            .into_iter()
-            .map(|(id, s)| self.delivery(id, s))
-            .collect()
+        self.deliveries(leased)
     }
 
     /// Leases up to `max` messages, waiting up to `wait` for the first one.
@@ -235,26 +234,39 @@ impl Broker {
         Ok(st.queue(queue, &self.inner.cfg).notify.clone())
     }
 
-    fn delivery(&self, id: u64, s: Status) -> Result<Delivery> {
-        let rec = self.record(id)?;
-        let payload = self
-            .inner
-            .store
-            .get(Cf::Blobs, &keys::blob_key(id, Blob::Payload))?
-            .unwrap_or_default();
-        Ok(Delivery {
-            id,
-            queue: s.queue,
-            priority: s.priority,
-            payload,
-            headers: rec.headers,
-            attempt: s.attempts,
-            max_attempts: s.max_attempts,
-            lease_token: s.lease_token,
-            lease_deadline_ms: s.lease_deadline_ms,
-            created_at_ms: s.created_at_ms,
-            owner: s.owner,
-        })
+    /// The deliveries of freshly leased messages: records and payloads
+    /// read with one batched lookup each.
+    fn deliveries(&self, leased: Vec<(u64, Status)>) -> Result<Vec<Delivery>> {
+        let ids: Vec<Vec<u8>> = leased
+            .iter()
+            .map(|(id, _)| keys::id_key(*id).to_vec())
+            .collect();
+        let blobs: Vec<Vec<u8>> = leased
+            .iter()
+            .map(|(id, _)| keys::blob_key(*id, Blob::Payload).to_vec())
+            .collect();
+        let records = self.inner.store.multi_get(Cf::Msgs, &ids)?;
+        let payloads = self.inner.store.multi_get(Cf::Blobs, &blobs)?;
+        leased
+            .into_iter()
+            .zip(records.into_iter().zip(payloads))
+            .map(|((id, s), (rec, payload))| {
+                let rec = MsgRecord::decode(rec.ok_or(Error::NotFound(id))?.as_slice())?;
+                Ok(Delivery {
+                    id,
+                    queue: s.queue,
+                    priority: s.priority,
+                    payload: payload.unwrap_or_default(),
+                    headers: rec.headers,
+                    attempt: s.attempts,
+                    max_attempts: s.max_attempts,
+                    lease_token: s.lease_token,
+                    lease_deadline_ms: s.lease_deadline_ms,
+                    created_at_ms: s.created_at_ms,
+                    owner: s.owner,
+                })
+            })
+            .collect()
     }
 
     fn record(&self, id: u64) -> Result<MsgRecord> {

@@ -7,3 +7,4 @@ mod concurrency;
 mod engine;
 mod list;
 mod restart;
+mod settle;

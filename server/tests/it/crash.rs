@@ -89,6 +89,79 @@ async fn sigkill_loses_no_acknowledged_message() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_loses_no_ack_answered_on_the_consume_stream() -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir()?;
+    let mut p = start(dir.path(), "sync");
+    let client = Client::connect(&p.url).await?;
+    let mut produced = Vec::new();
+    for b in 0..4u32 {
+        let msgs = (0..500u32)
+            .map(|i| NewMessage::new("jobs", format!("{b}-{i}").into_bytes()))
+            .collect();
+        produced.extend(client.produce(msgs).await?);
+    }
+    let mut consumer = client.consume(
+        "jobs",
+        docproc_client::ConsumerOptions {
+            prefetch: 256,
+            ..Default::default()
+        },
+    );
+    // Every delivery acked from its own task (the consumer batches them on
+    // its stream); the broker is killed while batches are in flight.
+    let answered = Arc::new(Mutex::new(HashSet::new()));
+    let (count, mut counted) = tokio::sync::watch::channel(0usize);
+    let count = Arc::new(count);
+    // Each ack task holds a sender: when all are dropped, all are done.
+    let (running, mut finished) = tokio::sync::mpsc::channel::<()>(1);
+    let acking = {
+        let answered = answered.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(d)) = consumer.next().await {
+                let (answered, count, running) = (answered.clone(), count.clone(), running.clone());
+                tokio::spawn(async move {
+                    if d.ack(b"ok".to_vec()).await.is_ok() {
+                        answered.lock().expect("lock").insert(d.id());
+                        count.send_modify(|n| *n += 1);
+                    }
+                    drop(running);
+                });
+            }
+        })
+    };
+    counted.wait_for(|n| *n >= 600).await?;
+    p.child.kill()?;
+    p.child.wait()?;
+    // The consumer reconnects forever: drop it, then let every ack end
+    // (answered, or failed with the broker gone).
+    acking.abort();
+    let _ = acking.await;
+    tokio::time::timeout(Duration::from_secs(30), finished.recv()).await?;
+    let answered = answered.lock().expect("lock").clone();
+    assert!(answered.len() >= 600);
+    let p = start(dir.path(), "sync");
+    let client = Client::connect(&p.url).await?;
+    let mut completed = 0;
+    for &id in &produced {
+        let state = client.get(id, false).await?.state();
+        if answered.contains(&id) {
+            assert_eq!(
+                state,
+                docproc_client::pb::State::Completed,
+                "answered ack of {id} survives"
+            );
+        }
+        completed += usize::from(state == docproc_client::pb::State::Completed);
+    }
+    let stats = client.stats(Some("jobs")).await?.remove(0);
+    let live: u64 = stats.priorities.iter().map(|s| s.ready + s.leased).sum();
+    assert_eq!(live as usize + completed, produced.len(), "nothing is lost");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_and_closes_cleanly() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let mut p = start(dir.path(), "batch:50");

@@ -4,3 +4,4 @@
 mod grpc;
 mod queue_conformance;
 mod redis_queue;
+mod settle;
