@@ -234,6 +234,9 @@ fn entries(reply: redis::Value) -> Vec<(Vec<u8>, Vec<u8>)> {
 /// docproc's side: a broker served over gRPC on loopback, `sync`.
 struct Docproc {
     client: Client,
+    /// Ack with one unary call per message (the path before acks rode
+    /// the stream), for the same-run comparison.
+    unary: bool,
 }
 
 impl Docproc {
@@ -277,6 +280,7 @@ impl Docproc {
             };
             let mut stream = self.client.consume(STREAM, opts);
             let (acked, done) = (acked.clone(), done.clone());
+            let (client, unary) = (self.client.clone(), self.unary);
             let mut finished = done.subscribe();
             tasks.push(tokio::spawn(async move {
                 let mut lat = Vec::new();
@@ -288,7 +292,15 @@ impl Docproc {
                             if measure {
                                 lat.push(since_stamp(d.payload()));
                             }
-                            acks.push(async move { d.ack(Vec::new()).await });
+                            let client = client.clone();
+                            acks.push(async move {
+                                if unary {
+                                    let token = d.message().lease_token;
+                                    client.ack(d.id(), token, Vec::new()).await
+                                } else {
+                                    d.ack(Vec::new()).await
+                                }
+                            });
                         }
                         Some(r) = acks.next(), if !acks.is_empty() => {
                             r?;
@@ -384,8 +396,19 @@ pub(crate) async fn all(total: u64) -> anyhow::Result<Vec<Row>> {
     let served = serve(Durability::Sync).await?;
     let mut docproc = Docproc {
         client: Client::connect(&served.url).await?,
+        unary: false,
     };
     let ours = measure(&mut docproc, total).await?;
+    served.finish();
+    // The same consume + ack with one unary ack per message.
+    let served = serve(Durability::Sync).await?;
+    let unary = Docproc {
+        client: Client::connect(&served.url).await?,
+        unary: true,
+    };
+    let per = (total / PRODUCERS / BATCH).max(1) * BATCH;
+    unary.produce(per, None).await?;
+    let before = unary.consume(per * PRODUCERS, false).await?;
     served.finish();
     let names = [
         "produce, 4 producers × batch 100",
@@ -420,5 +443,19 @@ pub(crate) async fn all(total: u64) -> anyhow::Result<Vec<Row>> {
             });
         }
     }
+    rows.insert(
+        4,
+        Row {
+            name: "docproc sync: consume + ack, unary acks (one RPC per ack)".into(),
+            messages: before.messages,
+            elapsed: before.elapsed,
+            latency: None,
+            note: format!(
+                "the path before acks rode the stream: {:.2}× Redis; the stream path is {:.2}× this",
+                before.rate() / theirs[1].rate(),
+                ours[1].rate() / before.rate()
+            ),
+        },
+    );
     Ok(rows)
 }

@@ -220,7 +220,7 @@ pub(crate) async fn consume_ack(total: u64) -> anyhow::Result<Row> {
         messages: total,
         elapsed,
         latency: None,
-        note: "prefetch 512 each, one unary ack per message".into(),
+        note: "prefetch 512 each, every message acked (batched on the stream)".into(),
     })
 }
 
