@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -30,7 +30,8 @@ impl Client {
 /// Settings of a [`Consumer`].
 #[derive(Debug, Clone)]
 pub struct ConsumerOptions {
-    /// Most deliveries held at once (handed out and not yet dropped). Default 32.
+    /// Most deliveries outstanding at once (handed out and neither acked,
+    /// nacked, released nor dropped). Default 32.
     pub prefetch: u32,
     /// Recorded as the worker id of leased messages. Default: empty.
     pub consumer_id: String,
@@ -61,8 +62,10 @@ struct Link {
     settler: Settler,
 }
 
-/// A leased message. Dropping it returns its credit to the consumer; it stays
-/// leased until acked, nacked or its lease expires. A delivery from a
+/// A leased message. Acking, nacking or releasing it (when the operation is
+/// sent, not when it is answered, so the next delivery is leased while the
+/// ack is being written) or dropping it returns its credit to the consumer;
+/// it stays leased until acked, nacked or its lease expires. A delivery from a
 /// [`Consumer`] acks, nacks and extends through the consumer's stream,
 /// batched with those of other deliveries; one from a fetch, or whose
 /// consumer is gone, through the unary calls.
@@ -71,6 +74,8 @@ pub struct Delivery {
     client: Client,
     msg: pb::Delivery,
     link: Option<Arc<Link>>,
+    /// Its credit went back to the consumer already.
+    credit_back: AtomicBool,
 }
 
 /// How a [`Delivery::run_with_lease`] ended.
@@ -90,10 +95,26 @@ impl Delivery {
             client,
             msg,
             link: None,
+            credit_back: AtomicBool::new(true),
+        }
+    }
+
+    /// Returns this delivery's credit to its consumer, once.
+    fn give_credit_back(&self) {
+        if let Some(link) = &self.link {
+            if !self.credit_back.swap(true, Ordering::AcqRel) {
+                link.in_flight.fetch_sub(1, Ordering::AcqRel);
+                let _ = link.grant.send(1);
+            }
         }
     }
 
     async fn settle(&self, op: Op) -> Result<Outcome> {
+        if !matches!(op, Op::Extend(_)) {
+            // The work is over: the next delivery may come while this
+            // operation is written.
+            self.give_credit_back();
+        }
         match &self.link {
             Some(link) => link.settler.settle(&self.client, op).await,
             None => settle::unary(&self.client, op).await,
@@ -214,10 +235,7 @@ fn now_ms() -> u64 {
 
 impl Drop for Delivery {
     fn drop(&mut self) {
-        if let Some(c) = self.link.take() {
-            c.in_flight.fetch_sub(1, Ordering::AcqRel);
-            let _ = c.grant.send(1);
-        }
+        self.give_credit_back();
     }
 }
 
@@ -390,6 +408,7 @@ impl Connection<'_> {
                                 client: self.client.clone(),
                                 msg: d,
                                 link: Some(self.link.clone()),
+                                credit_back: AtomicBool::new(false),
                             };
                             if self.out.send(Ok(d)).await.is_err() {
                                 return self.finish(stream).await;

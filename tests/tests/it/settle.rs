@@ -96,6 +96,11 @@ fn ack(d: &pb::Delivery) -> Op {
     })
 }
 
+async fn next(c: &mut docproc_client::Consumer) -> anyhow::Result<docproc_client::Delivery> {
+    let got = tokio::time::timeout(Duration::from_secs(10), c.next()).await?;
+    Ok(got.ok_or_else(|| anyhow::anyhow!("the consumer ended"))??)
+}
+
 fn failure(o: &pb::SettleOutcome) -> Option<(tonic::Code, &str)> {
     match &o.outcome {
         Some(Outcome::Failure(f)) => Some((tonic::Code::from(f.code), f.message.as_str())),
@@ -319,9 +324,7 @@ async fn a_consumers_acks_ride_its_stream_and_outlive_it() -> anyhow::Result<()>
     let mut acks = futures::stream::FuturesUnordered::new();
     let mut held = Vec::new();
     for i in 0..200 {
-        let d = tokio::time::timeout(Duration::from_secs(10), consumer.next())
-            .await?
-            .expect("open")?;
+        let d = next(&mut consumer).await?;
         if i < 190 {
             acks.push(tokio::spawn(async move {
                 d.ack(d.id().to_be_bytes().to_vec()).await
@@ -355,6 +358,36 @@ async fn a_consumers_acks_ride_its_stream_and_outlive_it() -> anyhow::Result<()>
     let m = client.get(ids[5], false).await?;
     assert_eq!(m.state(), pb::State::Completed);
     assert_eq!(m.result, ids[5].to_be_bytes());
+    b.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_gives_its_credit_back_before_it_is_answered_or_dropped() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let b = TestBroker::start(BrokerConfig::with_dir(dir.path())).await?;
+    let client = Client::connect(&b.url()).await?;
+    produce(&client, "q", 3).await?;
+    let mut consumer = client.consume(
+        "q",
+        ConsumerOptions {
+            prefetch: 1,
+            ..Default::default()
+        },
+    );
+    let first = next(&mut consumer).await?;
+    // Acked and still held: the next delivery comes all the same.
+    first.ack(Vec::new()).await?;
+    let second = next(&mut consumer).await?;
+    // Released and held: the same.
+    second.release().await?;
+    let third = next(&mut consumer).await?;
+    assert_ne!(third.id(), first.id());
+    // Extending does not give credit back; dropping does.
+    third.extend(None).await?;
+    drop((first, second));
+    let s = client.stats(Some("q")).await?.remove(0);
+    assert_eq!(s.priorities[0].leased, 1, "only the credit of one is out");
     b.stop().await;
     Ok(())
 }
