@@ -284,68 +284,75 @@ async fn run(
         grant,
         settler,
     });
-    let prefetch = u64::from(opts.prefetch.max(1));
-    let mut backoff = opts.min_backoff;
-    loop {
-        // Credit granted on a dropped connection is gone; start again from
-        // what is not held by the application.
-        while grants.try_recv().is_ok() {}
-        let initial = prefetch.saturating_sub(link.in_flight.load(Ordering::Acquire)) as u32;
-        let (req_tx, req_rx) = mpsc::channel(16);
-        let sub = pb::ConsumeRequest {
-            request: Some(ConsumeKind::Subscribe(pb::Subscribe {
-                queue: queue.clone(),
-                credit: initial,
-                consumer_id: opts.consumer_id.clone(),
-            })),
-        };
-        let _ = req_tx.send(sub).await;
-        let stream = client
-            .rpc
-            .clone()
-            .consume(ReceiverStream::new(req_rx))
-            .await;
-        let stream = match stream {
-            Ok(s) => s.into_inner(),
-            Err(status) => {
-                let e = Error::from(status);
-                if !e.is_retryable() {
+    // `return` in the block ends the consumer; afterwards, operations still
+    // queued, and any sent later, use the unary calls.
+    async {
+        let prefetch = u64::from(opts.prefetch.max(1));
+        let mut backoff = opts.min_backoff;
+        loop {
+            // Credit granted on a dropped connection is gone; start again from
+            // what is not held by the application.
+            while grants.try_recv().is_ok() {}
+            let initial = prefetch.saturating_sub(link.in_flight.load(Ordering::Acquire)) as u32;
+            let (req_tx, req_rx) = mpsc::channel(16);
+            let sub = pb::ConsumeRequest {
+                request: Some(ConsumeKind::Subscribe(pb::Subscribe {
+                    queue: queue.clone(),
+                    credit: initial,
+                    consumer_id: opts.consumer_id.clone(),
+                })),
+            };
+            let _ = req_tx.send(sub).await;
+            let stream = client
+                .rpc
+                .clone()
+                .consume(ReceiverStream::new(req_rx))
+                .await;
+            let stream = match stream {
+                Ok(s) => s.into_inner(),
+                Err(status) => {
+                    let e = Error::from(status);
+                    if !e.is_retryable() {
+                        let _ = out.send(Err(e)).await;
+                        return;
+                    }
+                    tracing::debug!(error = %e, ?backoff, "consumer reconnecting");
+                    if !pause(backoff, &out, &mut ops).await {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(opts.max_backoff);
+                    continue;
+                }
+            };
+            let mut conn = Connection {
+                client: &client,
+                link: &link,
+                out: &out,
+                req_tx,
+                batches: Batches::default(),
+            };
+            match conn.serve(stream, &mut grants, &mut ops).await {
+                Ended::Fatal(e) => {
                     let _ = out.send(Err(e)).await;
                     return;
                 }
-                tracing::debug!(error = %e, ?backoff, "consumer reconnecting");
-                if !pause(backoff, &out, &mut ops).await {
-                    return;
+                Ended::Dropped => return,
+                Ended::Broken { delivered } => {
+                    if delivered {
+                        backoff = opts.min_backoff;
+                    }
                 }
-                backoff = (backoff * 2).min(opts.max_backoff);
-                continue;
             }
-        };
-        let mut conn = Connection {
-            client: &client,
-            link: &link,
-            out: &out,
-            req_tx,
-            batches: Batches::default(),
-        };
-        match conn.serve(stream, &mut grants, &mut ops).await {
-            Ended::Fatal(e) => {
-                let _ = out.send(Err(e)).await;
+            settle::refuse_queued(&mut ops);
+            if !pause(backoff, &out, &mut ops).await {
                 return;
             }
-            Ended::Dropped => return,
-            Ended::Broken { delivered } => {
-                if delivered {
-                    backoff = opts.min_backoff;
-                }
-            }
+            backoff = (backoff * 2).min(opts.max_backoff);
         }
-        settle::refuse_queued(&mut ops);
-        if !pause(backoff, &out, &mut ops).await {
-            return;
-        }
-        backoff = (backoff * 2).min(opts.max_backoff);
     }
+    .await;
+    ops.close();
+    settle::refuse_queued(&mut ops);
 }
 
 /// Waits `backoff` before reconnecting, sending operations that arrive
