@@ -74,6 +74,43 @@ fn pace(rate: Option<f64>) -> Option<Duration> {
     rate.map(|r| Duration::from_secs_f64((BATCH * PRODUCERS) as f64 / r))
 }
 
+/// One task per sender, each sending `per_producer / BATCH` batches of
+/// stamped payloads through `send` (paced when `rate` is set) and waiting
+/// for each; answers how long all took.
+async fn producers<S, F, Fut>(
+    senders: Vec<S>,
+    per_producer: u64,
+    rate: Option<f64>,
+    send: F,
+) -> anyhow::Result<Duration>
+where
+    S: Send + 'static,
+    F: Fn(S, Vec<Vec<u8>>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<S>> + Send,
+{
+    let body = crate::workloads::payload();
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for mut sender in senders {
+        let (body, send, every) = (body.clone(), send.clone(), pace(rate));
+        tasks.push(tokio::spawn(async move {
+            let mut tick = every.map(tokio::time::interval);
+            for _ in 0..per_producer / BATCH {
+                if let Some(t) = tick.as_mut() {
+                    t.tick().await;
+                }
+                let batch = (0..BATCH).map(|_| stamped(&body)).collect();
+                sender = send(sender, batch).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(start.elapsed())
+}
+
 /// The peer's side: one Redis started here with `appendfsync always`.
 struct Redis {
     _server: crate::peers::TempRedis,
@@ -114,36 +151,24 @@ impl Redis {
 
     /// `per_producer` messages from each producer, XADD pipelined per batch.
     async fn produce(&self, per_producer: u64, rate: Option<f64>) -> anyhow::Result<Duration> {
-        let body = crate::workloads::payload();
-        let start = Instant::now();
-        let mut tasks = Vec::new();
+        let mut conns = Vec::new();
         for _ in 0..PRODUCERS {
-            let mut c = self.conn().await?;
-            let body = body.clone();
-            let every = pace(rate);
-            tasks.push(tokio::spawn(async move {
-                let mut tick = every.map(tokio::time::interval);
-                for _ in 0..per_producer / BATCH {
-                    if let Some(t) = tick.as_mut() {
-                        t.tick().await;
-                    }
-                    let mut pipe = redis::pipe();
-                    for _ in 0..BATCH {
-                        pipe.cmd("XADD")
-                            .arg(STREAM)
-                            .arg("*")
-                            .arg("d")
-                            .arg(stamped(&body));
-                    }
-                    pipe.query_async::<Vec<String>>(&mut c).await?;
+            conns.push(self.conn().await?);
+        }
+        producers(
+            conns,
+            per_producer,
+            rate,
+            |mut c: MultiplexedConnection, batch| async move {
+                let mut pipe = redis::pipe();
+                for p in batch {
+                    pipe.cmd("XADD").arg(STREAM).arg("*").arg("d").arg(p);
                 }
-                anyhow::Ok(())
-            }));
-        }
-        for t in tasks {
-            t.await??;
-        }
-        Ok(start.elapsed())
+                pipe.query_async::<Vec<String>>(&mut c).await?;
+                Ok(c)
+            },
+        )
+        .await
     }
 
     /// Consumers read and ack until `total` are acked; latencies when `measure`.
@@ -241,30 +266,21 @@ struct Docproc {
 
 impl Docproc {
     async fn produce(&self, per_producer: u64, rate: Option<f64>) -> anyhow::Result<Duration> {
-        let body = crate::workloads::payload();
-        let start = Instant::now();
-        let mut tasks = Vec::new();
-        for _ in 0..PRODUCERS {
-            let (client, body) = (self.client.clone(), body.clone());
-            let every = pace(rate);
-            tasks.push(tokio::spawn(async move {
-                let mut tick = every.map(tokio::time::interval);
-                for _ in 0..per_producer / BATCH {
-                    if let Some(t) = tick.as_mut() {
-                        t.tick().await;
-                    }
-                    let msgs = (0..BATCH)
-                        .map(|_| NewMessage::new(STREAM, stamped(&body)))
-                        .collect();
-                    client.produce(msgs).await?;
-                }
-                anyhow::Ok(())
-            }));
-        }
-        for t in tasks {
-            t.await??;
-        }
-        Ok(start.elapsed())
+        let clients = (0..PRODUCERS).map(|_| self.client.clone()).collect();
+        producers(
+            clients,
+            per_producer,
+            rate,
+            |client: Client, batch| async move {
+                let msgs = batch
+                    .into_iter()
+                    .map(|p| NewMessage::new(STREAM, p))
+                    .collect();
+                client.produce(msgs).await?;
+                Ok(client)
+            },
+        )
+        .await
     }
 
     async fn consume(&self, total: u64, measure: bool) -> anyhow::Result<Run> {

@@ -102,56 +102,26 @@ impl BrokerApi for Remote {
         self.client.stats(None).await.map_err(map(0))
     }
 
-    async fn ack(&self, held: &Held, id: u64, token: u64, result: Vec<u8>) -> Result<bool> {
-        match stream_delivery(held) {
-            Some(d) => d.ack(result).await,
-            None => self.client.ack(id, token, result).await,
-        }
-        .map_err(map(id))
+    async fn ack(&self, held: &Held, id: u64, _: u64, result: Vec<u8>) -> Result<bool> {
+        delivery(held)?.ack(result).await.map_err(map(id))
     }
 
     async fn nack(
         &self,
         held: &Held,
         id: u64,
-        token: u64,
+        _: u64,
         error: &str,
         delay_ms: u64,
         dead: bool,
     ) -> Result<pb::State> {
-        let r = match stream_delivery(held) {
-            Some(d) => {
-                let after = (delay_ms > 0).then(|| Duration::from_millis(delay_ms));
-                d.nack(error, after, dead).await
-            }
-            None => {
-                let req = pb::NackRequest {
-                    id,
-                    lease_token: token,
-                    error: error.to_string(),
-                    retry_delay_ms: delay_ms,
-                    dead_letter: dead,
-                    ..Default::default()
-                };
-                self.client.nack(req).await
-            }
-        };
+        let after = (delay_ms > 0).then(|| Duration::from_millis(delay_ms));
+        let r = delivery(held)?.nack(error, after, dead).await;
         Ok(r.map_err(map(id))?.state())
     }
 
-    async fn release(&self, held: &Held, id: u64, token: u64) -> Result<pb::State> {
-        let r = match stream_delivery(held) {
-            Some(d) => d.release().await,
-            None => {
-                let req = pb::NackRequest {
-                    id,
-                    lease_token: token,
-                    release: true,
-                    ..Default::default()
-                };
-                self.client.nack(req).await
-            }
-        };
+    async fn release(&self, held: &Held, id: u64, _: u64) -> Result<pb::State> {
+        let r = delivery(held)?.release().await;
         Ok(r.map_err(map(id))?.state())
     }
 
@@ -159,14 +129,10 @@ impl BrokerApi for Remote {
         &self,
         held: &Held,
         id: u64,
-        token: u64,
+        _: u64,
         progress: Option<Vec<u8>>,
     ) -> Result<pb::ExtendResponse> {
-        match stream_delivery(held) {
-            Some(d) => d.extend(progress).await,
-            None => self.client.extend(id, token, None, progress).await,
-        }
-        .map_err(map(id))
+        delivery(held)?.extend(progress).await.map_err(map(id))
     }
 
     async fn deliveries(
@@ -207,8 +173,10 @@ impl BrokerApi for Remote {
     }
 }
 
-/// The consumer's delivery a lease came with: settling through it rides
-/// the consumer's stream in batches.
-fn stream_delivery(held: &Held) -> Option<&docproc_client::Delivery> {
-    held.downcast_ref::<docproc_client::Delivery>()
+/// The consumer's delivery a lease came with (every lease of this adapter
+/// comes from [`BrokerApi::deliveries`]): it settles on the consumer's
+/// stream, batched with the other workers' operations.
+fn delivery(held: &Held) -> Result<&docproc_client::Delivery> {
+    held.downcast_ref()
+        .ok_or_else(|| QueueError::Backend("a grpc:// lease without its delivery".into()))
 }

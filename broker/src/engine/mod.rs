@@ -304,9 +304,18 @@ impl Broker {
 
     /// Turns "not found among live messages" into the state of a final one.
     fn explain<T>(&self, e: Error, id: u64, action: &'static str) -> Result<T> {
+        Err(self.why_not(e, id, action))
+    }
+
+    /// Why `action` on `id` failed with `e`: "not found among live
+    /// messages" becomes the state of a final one.
+    fn why_not(&self, e: Error, id: u64, action: &'static str) -> Error {
         match e {
-            Error::NotFound(_) => Err(ops::not_live(self.done_status(id)?, id, action)),
-            e => Err(e),
+            Error::NotFound(_) => match self.done_status(id) {
+                Ok(done) => ops::not_live(done, id, action),
+                Err(read) => read,
+            },
+            e => e,
         }
     }
 

@@ -93,7 +93,7 @@ impl Broker {
             .into_iter()
             .map(|(id, action, applied)| match applied {
                 Ok(a) => answer(a),
-                Err(e) => failure(self.explain::<()>(e, id, action).err()),
+                Err(e) => failure(self.why_not(e, id, action)),
             })
             .collect();
         Ok(async move {
@@ -151,10 +151,8 @@ fn answer(a: Applied) -> Outcome {
     }
 }
 
-fn failure(e: Option<Error>) -> Outcome {
-    let status = tonic::Status::from(
-        e.unwrap_or_else(|| Error::Unavailable("settle failed without a reason".into())),
-    );
+fn failure(e: Error) -> Outcome {
+    let status = tonic::Status::from(e);
     Outcome::Failure(pb::Failure {
         code: status.code() as i32,
         message: status.message().to_string(),
