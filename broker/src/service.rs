@@ -247,9 +247,7 @@ impl pb::broker_server::Broker for BrokerService {
         req: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
         self.allow(&req, Scope::Read)?;
-        Ok(Response::new(
-            self.broker.list_async(req.into_inner()).await?,
-        ))
+        Ok(Response::new(self.broker.list(req.into_inner()).await?))
     }
 
     async fn configure_queue(

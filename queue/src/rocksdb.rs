@@ -133,7 +133,7 @@ impl BrokerApi for Embedded {
     }
 
     async fn list(&self, req: pb::ListRequest) -> Result<pb::ListResponse> {
-        self.broker.list_async(req).await.map_err(map)
+        self.broker.list(req).await.map_err(map)
     }
 
     async fn stats(&self) -> Result<Vec<pb::QueueStats>> {

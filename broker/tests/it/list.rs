@@ -3,7 +3,7 @@
 
 use crate::common;
 
-use common::{Harness, T0};
+use common::{msg, Harness, T0};
 use docproc_broker::{pb, pb::State};
 
 fn ids(r: &pb::ListResponse) -> Vec<u64> {
@@ -57,22 +57,20 @@ async fn fixture(h: &Harness) -> Vec<u64> {
 async fn lists_newest_first_with_every_filter() {
     let h = Harness::new();
     let all = fixture(&h).await;
-    let got = h.broker.list(&req(&[], &[])).unwrap();
+    let got = h.broker.list(req(&[], &[])).await.unwrap();
     let mut newest_first = all.clone();
     newest_first.reverse();
     assert_eq!(ids(&got), newest_first);
     assert!(got.next.is_none());
 
-    let x = h.broker.list(&req(&["x"], &[])).unwrap();
+    let x = h.broker.list(req(&["x"], &[])).await.unwrap();
     assert_eq!(ids(&x), vec![all[4], all[1], all[0]]);
     assert!(x.messages.iter().all(|m| m.queue == "x"));
 
     let done = h
         .broker
-        .list(&req(
-            &[],
-            &[State::Completed, State::Dead, State::Cancelled],
-        ))
+        .list(req(&[], &[State::Completed, State::Dead, State::Cancelled]))
+        .await
         .unwrap();
     assert_eq!(ids(&done), vec![all[3], all[2], all[1]]);
     let states: Vec<State> = done.messages.iter().map(|m| m.state()).collect();
@@ -81,32 +79,38 @@ async fn lists_newest_first_with_every_filter() {
         vec![State::Cancelled, State::Dead, State::Completed]
     );
 
-    let retrying = h.broker.list(&req(&["y"], &[State::Retrying])).unwrap();
+    let retrying = h
+        .broker
+        .list(req(&["y"], &[State::Retrying]))
+        .await
+        .unwrap();
     assert_eq!(ids(&retrying), vec![all[5]]);
-    let leased = h.broker.list(&req(&[], &[State::Leased])).unwrap();
+    let leased = h.broker.list(req(&[], &[State::Leased])).await.unwrap();
     assert_eq!(ids(&leased), vec![all[4]]);
 
     // Creation time window [T0 + 1 s, T0 + 4 s).
     let window = h
         .broker
-        .list(&pb::ListRequest {
+        .list(pb::ListRequest {
             created_from_ms: T0 + 1000,
             created_to_ms: T0 + 4000,
             ..Default::default()
         })
+        .await
         .unwrap();
     assert_eq!(ids(&window), vec![all[3], all[2], all[1]]);
 
     assert!(h
         .broker
-        .list(&req(&["nope"], &[]))
+        .list(req(&["nope"], &[]))
+        .await
         .unwrap()
         .messages
         .is_empty());
-    assert!(h.broker.list(&req(&["bad name"], &[])).is_err());
+    assert!(h.broker.list(req(&["bad name"], &[])).await.is_err());
     let mut bad_state = req(&[], &[]);
     bad_state.states = vec![42];
-    assert!(h.broker.list(&bad_state).is_err());
+    assert!(h.broker.list(bad_state.clone()).await.is_err());
 }
 
 #[tokio::test]
@@ -129,12 +133,13 @@ async fn pages_cover_everything_once() {
     loop {
         let page = h
             .broker
-            .list(&pb::ListRequest {
+            .list(pb::ListRequest {
                 queues: vec!["q".into()],
                 limit: 7,
                 after,
                 ..Default::default()
             })
+            .await
             .unwrap();
         pages += 1;
         assert!(page.messages.len() <= 7);
@@ -156,10 +161,8 @@ async fn final_messages_stay_listed_across_restart_and_leave_with_retention() {
     h.reopen(|_| {});
     let done = h
         .broker
-        .list(&req(
-            &[],
-            &[State::Completed, State::Dead, State::Cancelled],
-        ))
+        .list(req(&[], &[State::Completed, State::Dead, State::Cancelled]))
+        .await
         .unwrap();
     assert_eq!(ids(&done), vec![all[3], all[2], all[1]]);
     let requeued = h
@@ -168,15 +171,16 @@ async fn final_messages_stay_listed_across_restart_and_leave_with_retention() {
         .await
         .unwrap();
     assert_eq!(requeued, 1);
-    let dead = h.broker.list(&req(&[], &[State::Dead])).unwrap();
+    let dead = h.broker.list(req(&[], &[State::Dead])).await.unwrap();
     assert!(dead.messages.is_empty(), "requeued leaves the dead listing");
-    let queued = h.broker.list(&req(&["y"], &[State::Queued])).unwrap();
+    let queued = h.broker.list(req(&["y"], &[State::Queued])).await.unwrap();
     assert_eq!(ids(&queued), vec![all[2]]);
 
     h.advance(61_000).await;
     let done = h
         .broker
-        .list(&req(&[], &[State::Completed, State::Cancelled]))
+        .list(req(&[], &[State::Completed, State::Cancelled]))
+        .await
         .unwrap();
     assert!(done.messages.is_empty(), "swept messages are not listed");
 }
@@ -199,11 +203,11 @@ async fn databases_from_before_the_index_are_indexed_at_open() {
         db.delete_cf(&meta, b"finals_indexed").unwrap();
     }
     h.reopen(|_| {});
-    let got = h.broker.list(&req(&[], &[State::Completed])).unwrap();
+    let got = h.broker.list(req(&[], &[State::Completed])).await.unwrap();
     assert_eq!(ids(&got), vec![id]);
     // And the marker is written, so the next open does not scan again.
     h.reopen(|_| {});
-    assert_eq!(ids(&h.broker.list(&req(&[], &[])).unwrap()), vec![id]);
+    assert_eq!(ids(&h.broker.list(req(&[], &[])).await.unwrap()), vec![id]);
 }
 
 /// A client names the queues: repeats count once (thousands of one name
@@ -213,27 +217,27 @@ async fn list_filters_are_deduplicated_and_bounded() {
     let h = Harness::new();
     let all = fixture(&h).await;
     let many_x = vec!["x"; 5000];
-    let r = h.broker.list(&req(&many_x, &[])).unwrap();
-    let once = h.broker.list(&req(&["x"], &[])).unwrap();
+    let r = h.broker.list(req(&many_x, &[])).await.unwrap();
+    let once = h.broker.list(req(&["x"], &[])).await.unwrap();
     assert_eq!(ids(&r), ids(&once));
     assert!(ids(&r).contains(&all[4]) && ids(&r).contains(&all[1]));
     let names: Vec<String> = (0..33).map(|i| format!("q{i}")).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let err = h.broker.list(&req(&names, &[])).unwrap_err();
+    let err = h.broker.list(req(&names, &[])).await.unwrap_err();
     assert!(err.to_string().contains("at most 32"), "{err}");
-    assert!(h.broker.list(&req(&names[..32], &[])).is_ok());
+    assert!(h.broker.list(req(&names[..32], &[])).await.is_ok());
 }
 
 #[tokio::test]
 async fn live_messages_are_listed_the_same_after_a_restart() {
     let mut h = Harness::new();
     let all = fixture(&h).await;
-    let before = ids(&h.broker.list(&req(&[], &[])).unwrap());
+    let before = ids(&h.broker.list(req(&[], &[])).await.unwrap());
     h.reopen(|_| {});
-    assert_eq!(ids(&h.broker.list(&req(&[], &[])).unwrap()), before);
+    assert_eq!(ids(&h.broker.list(req(&[], &[])).await.unwrap()), before);
     let live = h
         .broker
-        .list(&req(
+        .list(req(
             &[],
             &[
                 State::Queued,
@@ -242,6 +246,7 @@ async fn live_messages_are_listed_the_same_after_a_restart() {
                 State::Delayed,
             ],
         ))
+        .await
         .unwrap();
     // Leases die with the restart only when their deadline passes.
     assert_eq!(ids(&live), vec![all[5], all[4], all[0]]);
@@ -258,7 +263,59 @@ async fn live_messages_are_listed_the_same_after_a_restart() {
         .unwrap();
     let live = h
         .broker
-        .list(&req(&["x"], &[State::Queued, State::Leased]))
+        .list(req(&["x"], &[State::Queued, State::Leased]))
+        .await
         .unwrap();
     assert!(!ids(&live).contains(&all[0]), "{:?}", ids(&live));
+}
+
+/// A message turning final while a list runs is listed once, live or
+/// final: it is never in neither place (its final record is scanned only
+/// once written), for plain and owner lists alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_during_acks_misses_no_message() {
+    let h = Harness::new();
+    for i in 0..200 {
+        let mut m = msg("q", 0, "p");
+        if i % 2 == 0 {
+            m.owner = "o".into();
+        }
+        h.produce_msg(m).await;
+    }
+    let leased = h.lease("q", 200).await;
+    assert_eq!(leased.len(), 200);
+    let broker = h.broker.clone();
+    let acks = tokio::spawn(async move {
+        for d in leased {
+            broker.ack(d.id, d.lease_token, vec![]).await.unwrap();
+        }
+    });
+    let mut lists = 0;
+    let every = pb::ListRequest {
+        limit: 1000,
+        ..Default::default()
+    };
+    while !acks.is_finished() {
+        let all = h.broker.list(every.clone()).await.unwrap();
+        assert_eq!(all.messages.len(), 200, "list {lists} missed messages");
+        let mine = h
+            .broker
+            .list(pb::ListRequest {
+                owner: "o".into(),
+                ..every.clone()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            mine.messages.len(),
+            100,
+            "owner list {lists} missed messages"
+        );
+        lists += 1;
+    }
+    acks.await.unwrap();
+    assert!(lists > 0);
+    let mut done = req(&[], &[State::Completed]);
+    done.limit = 1000;
+    assert_eq!(h.broker.list(done).await.unwrap().messages.len(), 200);
 }
