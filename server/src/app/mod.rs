@@ -13,7 +13,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use docproc_queue::{CancelOutcome, Job, JobId, JobRecord, JobStatus, ListQuery, Queue};
+use docproc_queue::{
+    CancelOutcome, Job, JobId, JobRecord, JobStatus, ListQuery, Queue, QueueError,
+};
 
 pub use error::AppError;
 pub use submit::{display_name, Fields, Spooled, Submission, MAX_FIELD};
@@ -106,7 +108,10 @@ impl App {
     /// The job, or [`AppError::NotFound`] when it does not exist or the
     /// viewer may not see it (the two are not told apart).
     pub async fn job(&self, who: &Viewer, id: &JobId) -> Result<JobRecord, AppError> {
-        let r = self.queue.get(id).await?;
+        let r = self.queue.get(id).await.map_err(|e| match e {
+            QueueError::NotFound(_) => AppError::NotFound(id.clone()),
+            e => AppError::Queue(e),
+        })?;
         if !who.sees(&r.job) {
             return Err(AppError::NotFound(id.clone()));
         }

@@ -17,14 +17,15 @@ use tokio::time::Instant;
 
 use super::jobs::split_names;
 use super::state::AppState;
-use crate::app::Viewer;
+use crate::app::{App, AppError, Viewer};
 use crate::notify::hub::{record_event, status_frame, Hub, Push, Resume, Routed, Subscription};
 use crate::notify::WsConfig;
-use docproc_queue::{JobId, JobStatus, QueueError};
+use docproc_queue::{JobId, JobStatus};
 
 impl axum::extract::FromRef<AppState> for WsState {
     fn from_ref(st: &AppState) -> Self {
         WsState {
+            app: st.app.clone(),
             hub: st.hub.clone(),
             cfg: Arc::new(st.config.notify.ws.clone()),
             closing: st.closing.clone(),
@@ -40,6 +41,8 @@ pub(super) const CLOSE_GOING_AWAY: u16 = 1001;
 /// What the handler needs from the app.
 #[derive(Clone)]
 pub(super) struct WsState {
+    /// The rules: a snapshot reads a job as the viewer may see it.
+    pub app: App,
     /// The hub.
     pub hub: Hub,
     /// Settings.
@@ -462,11 +465,11 @@ impl<S: Socket> Conn<S> {
         for c in &sub.correlation_ids {
             ids.extend(self.st.hub.jobs_of(c));
         }
-        let queue = self.st.hub.queue().clone();
+        let (app, viewer) = (self.st.app.clone(), self.viewer.clone());
         let mut reads = futures::stream::iter(ids.into_iter().map(|id| {
-            let q = queue.clone();
+            let (app, viewer) = (app.clone(), viewer.clone());
             async move {
-                let r = q.get(&id).await;
+                let r = app.job(&viewer, &id).await;
                 (id, r)
             }
         }))
@@ -475,8 +478,6 @@ impl<S: Socket> Conn<S> {
         let mut missing = Vec::new();
         while let Some((id, r)) = reads.next().await {
             match r {
-                // Another key's job: as if it did not exist.
-                Ok(rec) if !self.sees(rec.job.owner.as_deref()) => missing.push(id),
                 Ok(rec) => {
                     self.floors.insert(
                         id,
@@ -495,7 +496,8 @@ impl<S: Socket> Conn<S> {
                         Some(&rec),
                     ));
                 }
-                Err(QueueError::NotFound(_)) => missing.push(id),
+                // Absent, or another key's job: the two are not told apart.
+                Err(AppError::NotFound(_)) => missing.push(id),
                 Err(e) => {
                     frames.push(json!({
                         "type": "error",
@@ -586,6 +588,7 @@ mod tests {
     /// events feed the hub.
     struct Client {
         queue: Arc<dyn Queue>,
+        _dir: tempfile::TempDir,
         tx: mpsc::UnboundedSender<Result<Message, Infallible>>,
         rx: mpsc::UnboundedReceiver<Message>,
         stop: watch::Sender<bool>,
@@ -598,7 +601,26 @@ mod tests {
             let hub = Hub::new(queue.clone(), HubConfig::default());
             let (stop, stopped) = watch::channel(false);
             tokio::spawn(hub.clone().run(stopped.clone(), None));
+            let dir = tempfile::tempdir().unwrap();
+            let results = crate::results::ResultStore::open(dir.path().join("results")).unwrap();
+            let notifier = crate::notify::Notifier::new(
+                &Default::default(),
+                &crate::notify::webhook::Signer::generate(),
+                results.clone(),
+                queue.clone(),
+            )
+            .unwrap();
+            let app = App::new(
+                queue.clone(),
+                results,
+                Arc::new(notifier),
+                hub.clone(),
+                dir.path().join("uploads"),
+                3,
+                std::time::Duration::from_secs(60),
+            );
             let st = WsState {
+                app,
                 hub,
                 cfg: Arc::new(WsConfig::default()),
                 closing: stopped,
@@ -614,6 +636,7 @@ mod tests {
             });
             Self {
                 queue,
+                _dir: dir,
                 tx,
                 rx,
                 stop,

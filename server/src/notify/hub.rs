@@ -213,7 +213,7 @@ impl Hub {
     }
 
     /// The queue it watches.
-    pub fn queue(&self) -> &Arc<dyn Queue> {
+    fn queue(&self) -> &Arc<dyn Queue> {
         &self.shared.queue
     }
 
