@@ -71,7 +71,7 @@ pub use error::{QueueError, Result};
 pub use lease::{Completion, Heartbeat, Lease, LeaseOps, RetryPolicy};
 pub use model::{
     CancelOutcome, Counters, Job, JobEvent, JobId, JobPage, JobRecord, JobStatus, JobTypeStats,
-    ListQuery, NewJob, Priority, PriorityDepth, WatchFilter,
+    ListQuery, NewJob, Priority, PriorityDepth, WatchFilter, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT,
 };
 pub use url::QueueUrl;
 

@@ -500,7 +500,21 @@ pub struct ListQuery {
     pub owner: Option<String>,
 }
 
+/// Page size when a query names none.
+pub const DEFAULT_LIST_LIMIT: usize = 100;
+/// Largest page.
+pub const MAX_LIST_LIMIT: usize = 1000;
+
 impl ListQuery {
+    /// The page size asked for: `limit` up to [`MAX_LIST_LIMIT`],
+    /// [`DEFAULT_LIST_LIMIT`] when unset or 0.
+    pub fn page_size(&self) -> usize {
+        match self.limit {
+            None | Some(0) => DEFAULT_LIST_LIMIT,
+            Some(n) => (n as usize).min(MAX_LIST_LIMIT),
+        }
+    }
+
     /// Checks the filters every backend needs valid: job types and owner.
     pub fn validate(&self) -> Result<(), QueueError> {
         self.job_types

@@ -20,9 +20,6 @@ use crate::model::{
     PriorityDepth,
 };
 
-const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 1000;
-
 #[derive(Default)]
 struct State {
     jobs: HashMap<JobId, Snapshot>,
@@ -111,10 +108,7 @@ impl View {
     /// A page of jobs, newest first; the cursor is `CREATED:ID` of the last
     /// job of the previous page.
     pub(super) fn list(&self, q: &ListQuery) -> Result<JobPage> {
-        let limit = match q.limit {
-            None | Some(0) => DEFAULT_LIMIT,
-            Some(n) => (n as usize).min(MAX_LIMIT),
-        };
+        let limit = q.page_size();
         q.validate()?;
         let after = match &q.cursor {
             None => None,

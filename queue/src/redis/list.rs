@@ -10,18 +10,11 @@ use crate::model::{
     Counters, JobId, JobPage, JobStatus, JobTypeStats, ListQuery, Priority, PriorityDepth,
 };
 
-/// Page size when the query names none, and the most a page may hold.
-const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 1000;
-
 /// A page of jobs, newest first. Ids grow with creation time (both come
 /// from the same script on the server's clock), so the scan walks ids down
 /// from the cursor and stops at the first job created before the window.
 pub(super) async fn list(inner: &Inner, q: &ListQuery) -> Result<JobPage> {
-    let limit = match q.limit {
-        None | Some(0) => DEFAULT_LIMIT,
-        Some(n) => (n as usize).min(MAX_LIMIT),
-    };
+    let limit = q.page_size();
     let mut upper: Option<u64> = match &q.cursor {
         Some(c) => Some(
             c.parse()

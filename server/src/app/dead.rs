@@ -13,42 +13,53 @@ use super::{App, AppError, DeadJob, DeadPage, Deleted, JobView, Retried, Viewer}
 const DELETED: &str = "deleted.json";
 /// Links a dead job to the job that retried it.
 const RETRIED: &str = "retried.json";
+/// Most backend pages one answer reads past deleted jobs.
+const MAX_READS: usize = 16;
 
 impl App {
     /// Dead jobs this viewer may see, not deleted, newest first, with the
     /// job that retried each. `query`'s statuses are replaced by `failed`.
+    /// Deleted jobs stay in the backend, so a page skips them and reads on
+    /// until it holds `limit` jobs: pages are full while more follow (up to
+    /// [`MAX_READS`] backend pages per answer; a page cut short by that
+    /// bound still carries the cursor to go on from).
     pub async fn dead(&self, who: &Viewer, query: ListQuery) -> Result<DeadPage, AppError> {
-        let page = self
-            .queue
-            .list(&who.scope(ListQuery {
-                statuses: vec![JobStatus::Failed],
-                ..query
-            }))
-            .await?;
-        let mut jobs = Vec::with_capacity(page.jobs.len());
-        for r in page.jobs.iter().filter(|r| who.sees(&r.job)) {
-            if self
-                .results
-                .read_meta(&r.job.job_id, DELETED)
-                .await
-                .is_some()
-            {
-                continue;
+        let limit = query.page_size();
+        let mut query = who.scope(ListQuery {
+            statuses: vec![JobStatus::Failed],
+            ..query
+        });
+        let mut jobs = Vec::with_capacity(limit);
+        let mut next_cursor = None;
+        for _ in 0..MAX_READS {
+            query.limit = Some((limit - jobs.len()) as u32);
+            let page = self.queue.list(&query).await?;
+            for r in page.jobs.iter().filter(|r| who.sees(&r.job)) {
+                if self
+                    .results
+                    .read_meta(&r.job.job_id, DELETED)
+                    .await
+                    .is_some()
+                {
+                    continue;
+                }
+                let retried_as = self
+                    .results
+                    .read_meta(&r.job.job_id, RETRIED)
+                    .await
+                    .and_then(|v| v["job_id"].as_str().map(|s| JobId(s.to_string())));
+                jobs.push(DeadJob {
+                    job: JobView::from(r),
+                    retried_as,
+                });
             }
-            let retried_as = self
-                .results
-                .read_meta(&r.job.job_id, RETRIED)
-                .await
-                .and_then(|v| v["job_id"].as_str().map(|s| JobId(s.to_string())));
-            jobs.push(DeadJob {
-                job: JobView::from(r),
-                retried_as,
-            });
+            next_cursor = page.next_cursor;
+            if jobs.len() >= limit || next_cursor.is_none() {
+                break;
+            }
+            query.cursor = next_cursor.clone();
         }
-        Ok(DeadPage {
-            jobs,
-            next_cursor: page.next_cursor,
-        })
+        Ok(DeadPage { jobs, next_cursor })
     }
 
     /// The dead job `id`: [`AppError::NotDead`] when it is not failed or

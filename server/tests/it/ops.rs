@@ -371,6 +371,17 @@ async fn dead_jobs_are_listed_retried_and_deleted() {
         .unwrap()
         .iter()
         .all(|j| j["job_id"] != bomb.as_str()));
+    // Pages skip deleted jobs and stay full: the newest dead job (bomb)
+    // is deleted, so a page of one holds flaky, and nothing follows it.
+    let page = s.get("/api/dead?limit=1").await.json();
+    let ids: Vec<&str> = page["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![flaky.as_str()], "{page}");
+    assert_eq!(page["next_cursor"], serde_json::Value::Null, "{page}");
     common::request(s.addr, "DELETE", &format!("/api/dead/{bomb}"), None)
         .await
         .assert_error(409, "not_dead");
