@@ -148,6 +148,14 @@ fn spec(key: &str) -> Option<&'static Spec> {
     SPECS.iter().find(|s| s.key == key)
 }
 
+/// The value of `key` as the readers below look it up. A key that is not
+/// in [`SPECS`] (a typo in the code) would read as "unset" forever; debug
+/// builds, and so every test that builds a config, stop on it instead.
+fn lookup<'a>(values: &'a BTreeMap<&'static str, Value>, key: &str) -> Option<&'a Value> {
+    debug_assert!(spec(key).is_some(), "`{key}` is not a setting in SPECS");
+    values.get(key)
+}
+
 impl Settings {
     /// Layers `file`, then the environment read through `env`, then
     /// `flags` (`(key, value)` pairs), for `cmd`.
@@ -205,7 +213,7 @@ impl Settings {
 
     /// The value of `key`, if set anywhere.
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.values.get(key)
+        lookup(&self.values, key)
     }
 
     /// Every value set, secrets shown as `<secret>`, with its origin.
@@ -225,7 +233,7 @@ impl Settings {
 
     /// An error about the value of `key`.
     pub fn invalid(&self, key: &'static str, message: impl Into<String>) -> SettingsError {
-        let (value, source) = match self.values.get(key) {
+        let (value, source) = match lookup(&self.values, key) {
             Some(v) if spec(key).is_some_and(|s| s.secret) => ("<secret>".into(), v.source.clone()),
             Some(v) => (v.raw.clone(), v.source.clone()),
             None => (String::new(), Source::Default),
@@ -240,7 +248,7 @@ impl Settings {
 
     /// Text value.
     pub fn str(&self, key: &'static str) -> Option<String> {
-        self.values.get(key).map(|v| v.raw.clone())
+        lookup(&self.values, key).map(|v| v.raw.clone())
     }
 
     /// Whole number in `range`.
@@ -249,7 +257,7 @@ impl Settings {
         key: &'static str,
         range: std::ops::RangeInclusive<u64>,
     ) -> Result<Option<u64>, SettingsError> {
-        let Some(v) = self.values.get(key) else {
+        let Some(v) = lookup(&self.values, key) else {
             return Ok(None);
         };
         let n: u64 = v
@@ -265,7 +273,7 @@ impl Settings {
 
     /// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`).
     pub fn bool(&self, key: &'static str) -> Result<Option<bool>, SettingsError> {
-        let Some(v) = self.values.get(key) else {
+        let Some(v) = lookup(&self.values, key) else {
             return Ok(None);
         };
         match v.raw.trim().to_ascii_lowercase().as_str() {
@@ -277,7 +285,7 @@ impl Settings {
 
     /// A list: comma-separated items, trimmed, empty ones dropped.
     pub fn list(&self, key: &'static str) -> Option<Vec<String>> {
-        self.values.get(key).map(|v| {
+        lookup(&self.values, key).map(|v| {
             v.raw
                 .split(',')
                 .map(str::trim)
