@@ -56,13 +56,14 @@ bench: bootstrap corpus
 FUZZ_SECS ?= 60
 FUZZ_TARGET_DIR ?= $(HOME)/.cache/docproc/fuzz-target
 FUZZ_TARGETS ?= $$($(CARGO) fuzz list)
-FUZZ_FEATURES ?= --features broker
+FUZZ_FEATURES ?= --features broker,server
 fuzz: bootstrap corpus
 	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --version 0.13.2 --locked
 	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz build --sanitizer none $(FUZZ_FEATURES) --target-dir $(FUZZ_TARGET_DIR)
 	cd fuzz && for t in $(FUZZ_TARGETS); do \
 		mkdir -p corpus/$$t; seeds=""; \
 		[ $$t = pdf ] && seeds=$$(../scripts/fetch-corpus.sh pdf); \
+		[ -d seeds/$$t ] && seeds="$$seeds seeds/$$t"; \
 		echo "fuzz: $$t for $(FUZZ_SECS) s"; \
 		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --sanitizer none $(FUZZ_FEATURES) --target-dir $(FUZZ_TARGET_DIR) $$t corpus/$$t $$seeds -- \
 			-max_total_time=$(FUZZ_SECS) -max_len=262144 -rss_limit_mb=4096 -timeout=20 || exit 1; \

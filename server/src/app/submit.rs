@@ -105,6 +105,11 @@ impl Spooled {
     pub fn new(path: PathBuf) -> Self {
         Self { path, keep: false }
     }
+
+    /// Where the file is.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
 }
 
 impl Drop for Spooled {

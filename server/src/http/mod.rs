@@ -20,6 +20,7 @@ mod ws;
 pub use error::{ApiError, ErrorBody};
 pub(crate) use jobs::split;
 pub use state::AppState;
+pub use upload::read_upload;
 
 use std::sync::{Arc, OnceLock};
 

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use axum::extract::{DefaultBodyLimit, Multipart, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State};
 use axum::Extension;
 
 use super::guard::Caller;
@@ -72,20 +72,24 @@ pub(super) struct UploadForm {
 pub(super) async fn upload(
     State(st): State<AppState>,
     caller: Option<Extension<Caller>>,
-    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+    req: Request,
 ) -> Result<impl IntoResponse, ApiError> {
     let owner = caller.and_then(|Extension(c)| c.key.map(|k| k.name));
-    let multipart = multipart.map_err(|e| {
-        ApiError::bad_request(format!("expected multipart/form-data: {}", e.body_text()))
-    })?;
-    let sub = read_form(
-        multipart,
-        st.config.uploads_dir(),
-        st.config.max_upload_bytes,
-    )
-    .await?;
+    let sub = read_upload(req, st.config.uploads_dir(), st.config.max_upload_bytes).await?;
     let submitted = st.app.submit(owner, sub).await?;
     Ok((StatusCode::ACCEPTED, Json(submitted)))
+}
+
+/// Reads an upload request the way `POST /api/upload-async` does: its
+/// multipart form, the one file spooled to `dir` (synced, name included)
+/// under at most `max` bytes, and the text fields by their rules. On any
+/// refusal nothing stays in `dir`. (The `upload` fuzz target drives it
+/// with arbitrary bodies.)
+pub async fn read_upload(req: Request, dir: PathBuf, max: u64) -> Result<Submission, ApiError> {
+    let multipart = Multipart::from_request(req, &()).await.map_err(|e| {
+        ApiError::bad_request(format!("expected multipart/form-data: {}", e.body_text()))
+    })?;
+    read_form(multipart, dir, max).await
 }
 
 /// Reads the form: the one file, spooled to `dir` (synced, name included)
