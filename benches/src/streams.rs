@@ -33,6 +33,24 @@ struct Run {
 }
 
 impl Run {
+    /// The run of `messages` started at `start`, once every consumer task
+    /// has ended, with their latencies.
+    async fn gather(
+        tasks: Vec<tokio::task::JoinHandle<anyhow::Result<Vec<Duration>>>>,
+        messages: u64,
+        start: Instant,
+    ) -> anyhow::Result<Run> {
+        let mut latency = Vec::new();
+        for t in tasks {
+            latency.extend(t.await??);
+        }
+        Ok(Run {
+            messages,
+            elapsed: start.elapsed(),
+            latency,
+        })
+    }
+
     fn rate(&self) -> f64 {
         self.messages as f64 / self.elapsed.as_secs_f64()
     }
@@ -216,15 +234,7 @@ impl Redis {
                 anyhow::Ok(lat)
             }));
         }
-        let mut latency = Vec::new();
-        for t in tasks {
-            latency.extend(t.await??);
-        }
-        Ok(Run {
-            messages: total,
-            elapsed: start.elapsed(),
-            latency,
-        })
+        Run::gather(tasks, total, start).await
     }
 }
 
@@ -329,15 +339,7 @@ impl Docproc {
                 }
             }));
         }
-        let mut latency = Vec::new();
-        for t in tasks {
-            latency.extend(t.await??);
-        }
-        Ok(Run {
-            messages: total,
-            elapsed: start.elapsed(),
-            latency,
-        })
+        Run::gather(tasks, total, start).await
     }
 }
 

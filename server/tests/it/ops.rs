@@ -328,17 +328,17 @@ async fn dead_jobs_are_listed_retried_and_deleted() {
     s.wait(&flaky, "failed", 30).await;
     let bomb = s.submit("bomb.xlsx", &common::zip_bomb(), &[]).await;
     s.wait(&bomb, "failed", 30).await;
+    let ids = |page: &serde_json::Value| -> Vec<String> {
+        page["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["job_id"].as_str().unwrap().to_string())
+            .collect()
+    };
     let dead = s.get("/api/dead").await.json();
-    let ids: Vec<&str> = dead["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["job_id"].as_str().unwrap())
-        .collect();
-    assert!(
-        ids.contains(&flaky.as_str()) && ids.contains(&bomb.as_str()),
-        "{dead}"
-    );
+    let listed = ids(&dead);
+    assert!(listed.contains(&flaky) && listed.contains(&bomb), "{dead}");
     // A retry is a new job on the same upload; the original links to it.
     let r = common::request(s.addr, "POST", &format!("/api/dead/{flaky}/retry"), None).await;
     assert_eq!(r.status, 202, "{}", r.text());
@@ -374,13 +374,7 @@ async fn dead_jobs_are_listed_retried_and_deleted() {
     // Pages skip deleted jobs and stay full: the newest dead job (bomb)
     // is deleted, so a page of one holds flaky, and nothing follows it.
     let page = s.get("/api/dead?limit=1").await.json();
-    let ids: Vec<&str> = page["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["job_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, vec![flaky.as_str()], "{page}");
+    assert_eq!(ids(&page), vec![flaky.clone()], "{page}");
     assert_eq!(page["next_cursor"], serde_json::Value::Null, "{page}");
     common::request(s.addr, "DELETE", &format!("/api/dead/{bomb}"), None)
         .await
