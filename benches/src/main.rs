@@ -4,7 +4,9 @@
 //! Environment: `BENCH_SCALE` (default 1.0) scales every message count;
 //! `BENCH_FLOW` sets the long-run message count (default 10,000,000);
 //! `BENCH_ONLY` (comma-separated: raw, redis, streams, produce1, produce100, consume,
-//! latency, flow, recovery, list, jobs, http, ws, pdf) runs a subset. The http, ws
+//! latency, flow, recovery, list, jobs, http, ws, pdf) runs a subset, and
+//! `streams-docproc` runs the streams workloads without their peer (for
+//! profiling). The http, ws
 //! and pdf workloads need the release `docproc` binary beside this one
 //! (`make bench` builds it); pdf needs the corpus (`make corpus`) and
 //! poppler's `pdftotext`.
@@ -19,6 +21,10 @@ mod workloads;
 mod ws;
 
 use std::time::Duration;
+
+/// The allocator `docproc` ships with, so the broker is measured as it runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Message payload size for every workload.
 pub(crate) const PAYLOAD: usize = 1024;
@@ -95,6 +101,9 @@ fn main() -> anyhow::Result<()> {
         }
         if run("streams") {
             print(streams::all(scaled(200_000)).await?);
+        }
+        if only.split(',').any(|o| o == "streams-docproc") {
+            print(streams::ours(scaled(200_000)).await?);
         }
         if run("produce1") {
             print(vec![workloads::produce(1, 64, scaled(60_000)).await?]);

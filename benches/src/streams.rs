@@ -399,6 +399,55 @@ async fn end_to_end(sys: &impl System, per: u64, rate: Option<f64>) -> anyhow::R
     consumed
 }
 
+/// docproc's four workloads alone, without the peer (`BENCH_ONLY=streams-docproc`:
+/// for profiling the broker without Redis in the same process's samples).
+pub(crate) async fn ours(total: u64) -> anyhow::Result<Vec<Row>> {
+    let runs = docproc_runs(total).await?;
+    Ok(NAMES
+        .iter()
+        .zip(runs.iter())
+        .map(|(name, run)| row(&format!("docproc sync: {name}"), run, None))
+        .collect())
+}
+
+/// The four workloads on a broker served over gRPC, `sync`, stream acks.
+async fn docproc_runs(total: u64) -> anyhow::Result<[Run; 4]> {
+    let served = serve(Durability::Sync).await?;
+    let mut docproc = Docproc {
+        client: Client::connect(&served.url).await?,
+        unary: false,
+    };
+    let runs = measure(&mut docproc, total).await?;
+    served.finish();
+    Ok(runs)
+}
+
+const NAMES: [&str; 4] = [
+    "produce, 4 producers × batch 100",
+    "consume + ack, 4 consumers, prefetch 100",
+    "end to end, flat out",
+    "end to end, paced at half the flat-out rate",
+];
+
+/// A row of `run`, with its ratio to `peer` when given.
+fn row(name: &str, run: &Run, peer: Option<&Run>) -> Row {
+    let q = quantiles(run.latency.clone());
+    let mut note = format!("{:.1} MB/s", run.rate() * PAYLOAD as f64 / 1e6);
+    if let Some([_, _, p999]) = q {
+        note.push_str(&format!(", p99.9 {:.2} ms", p999.as_secs_f64() * 1e3));
+    }
+    if let Some(peer) = peer {
+        note.push_str(&format!(", {:.2}× Redis", run.rate() / peer.rate()));
+    }
+    Row {
+        name: name.to_string(),
+        messages: run.messages,
+        elapsed: run.elapsed,
+        latency: q.map(|[p50, p99, _]| (p50, p99)),
+        note,
+    }
+}
+
 /// Both systems, four rows each; ours carry the ratio to the peer.
 pub(crate) async fn all(total: u64) -> anyhow::Result<Vec<Row>> {
     if std::process::Command::new("redis-server")
@@ -411,13 +460,7 @@ pub(crate) async fn all(total: u64) -> anyhow::Result<Vec<Row>> {
     let mut redis = Redis::start()?;
     let theirs = measure(&mut redis, total).await?;
     drop(redis);
-    let served = serve(Durability::Sync).await?;
-    let mut docproc = Docproc {
-        client: Client::connect(&served.url).await?,
-        unary: false,
-    };
-    let ours = measure(&mut docproc, total).await?;
-    served.finish();
+    let ours = docproc_runs(total).await?;
     // The same consume + ack with one unary ack per message.
     let served = serve(Durability::Sync).await?;
     let unary = Docproc {
@@ -428,38 +471,18 @@ pub(crate) async fn all(total: u64) -> anyhow::Result<Vec<Row>> {
     unary.produce(per, None).await?;
     let before = unary.consume(per * PRODUCERS, false).await?;
     served.finish();
-    let names = [
-        "produce, 4 producers × batch 100",
-        "consume + ack, 4 consumers, prefetch 100",
-        "end to end, flat out",
-        "end to end, paced at half the flat-out rate",
-    ];
     let mut rows = Vec::new();
-    for (i, name) in names.iter().enumerate() {
-        for (who, run, other) in [
-            (
-                "peer: Redis 7 Streams, appendfsync always",
-                &theirs[i],
-                None,
-            ),
-            ("docproc sync", &ours[i], Some(&theirs[i])),
-        ] {
-            let q = quantiles(run.latency.clone());
-            let mut note = format!("{:.1} MB/s", run.rate() * PAYLOAD as f64 / 1e6);
-            if let Some([_, _, p999]) = q {
-                note.push_str(&format!(", p99.9 {:.2} ms", p999.as_secs_f64() * 1e3));
-            }
-            if let Some(other) = other {
-                note.push_str(&format!(", {:.2}× Redis", run.rate() / other.rate()));
-            }
-            rows.push(Row {
-                name: format!("{who}: {name}"),
-                messages: run.messages,
-                elapsed: run.elapsed,
-                latency: q.map(|[p50, p99, _]| (p50, p99)),
-                note,
-            });
-        }
+    for (i, name) in NAMES.iter().enumerate() {
+        rows.push(row(
+            &format!("peer: Redis 7 Streams, appendfsync always: {name}"),
+            &theirs[i],
+            None,
+        ));
+        rows.push(row(
+            &format!("docproc sync: {name}"),
+            &ours[i],
+            Some(&theirs[i]),
+        ));
     }
     rows.insert(
         4,

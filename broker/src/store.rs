@@ -369,7 +369,7 @@ impl Store {
         let db = self.db()?;
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
-        db.write_opt(batch(&db, &commit.ops)?, &wo)?;
+        db.write_opt(batch(&db, commit.ops.iter())?, &wo)?;
         Ok(())
     }
 
@@ -539,13 +539,32 @@ impl Writer {
     }
 }
 
-/// The operations as one RocksDB write batch.
-fn batch<'a>(db: &DB, ops: impl IntoIterator<Item = &'a Op>) -> Result<WriteBatch> {
-    let mut wb = WriteBatch::default();
+/// The operations as one RocksDB write batch, sized for them up front (no
+/// regrowth while it is filled) with each column family looked up once.
+fn batch<'a>(db: &DB, ops: impl Iterator<Item = &'a Op> + Clone) -> Result<WriteBatch> {
+    // Per record: a tag byte, the family id and two lengths (varints of at
+    // most 5 bytes each), then the key and value; 12 bytes of header.
+    let bytes = ops.clone().fold(12, |n, op| {
+        n + 16
+            + match op {
+                Op::Put(_, k, v) => k.len() + v.len(),
+                Op::Delete(_, k) => k.len(),
+            }
+    });
+    let mut handles: [Option<&rocksdb::ColumnFamily>; Cf::ALL.len()] = [None; Cf::ALL.len()];
+    let mut wb = WriteBatch::with_capacity_bytes(bytes);
     for op in ops {
+        let cf = match op {
+            Op::Put(cf, ..) | Op::Delete(cf, _) => *cf,
+        };
+        let slot = &mut handles[cf as usize];
+        let h = match slot {
+            Some(h) => *h,
+            None => *slot.insert(handle(db, cf)?),
+        };
         match op {
-            Op::Put(cf, k, v) => wb.put_cf(handle(db, *cf)?, k, v),
-            Op::Delete(cf, k) => wb.delete_cf(handle(db, *cf)?, k),
+            Op::Put(_, k, v) => wb.put_cf(h, k, v),
+            Op::Delete(_, k) => wb.delete_cf(h, k),
         }
     }
     Ok(wb)

@@ -221,6 +221,7 @@ pub(crate) fn lease(
     consumer: &str,
 ) -> Vec<(u64, Status)> {
     let mut out = Vec::new();
+    let worker: String = consumer.chars().take(256).collect();
     while out.len() < max {
         let Some(id) = st.queue(queue, tx.cfg).pop_ready() else {
             break;
@@ -230,7 +231,7 @@ pub(crate) fn lease(
         };
         s.set_state(S::Leased);
         s.attempts += 1;
-        s.worker_id = consumer.chars().take(256).collect();
+        s.worker_id.clone_from(&worker);
         s.lease_token = rand::random::<u64>() | 1;
         s.lease_deadline_ms = tx.now.saturating_add(s.lease_timeout_ms);
         if s.started_at_ms == 0 {
