@@ -8,8 +8,10 @@ mod serve_cmd;
 use clap::{Parser, Subcommand};
 
 /// mimalloc instead of glibc malloc: the broker's consume path allocates
-/// per message, and glibc's free lists cost it a third of its throughput
-/// (README, "The consume path beside Redis Streams").
+/// per message; glibc's malloc and free took 23 % of its samples, and
+/// mimalloc raised consume + ack 42–69 % (README, "The consume path beside
+/// Redis Streams"). The extractor child runs without mimalloc's arena
+/// reservation so its address-space limit holds (`sandbox`).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -135,6 +135,11 @@ impl Sandbox {
                     .is_some_and(|k| CHILD_ENV.contains(&k) || k.starts_with("LC_"))
             }))
             .env("RUST_BACKTRACE", "0")
+            // mimalloc (the binary's allocator) reserves a 1 GiB arena at
+            // its first allocation, before the child sets its address-space
+            // limit; memory taken from that reservation would escape the
+            // limit. Without it every segment is its own mapping, counted.
+            .env("MIMALLOC_ARENA_RESERVE", "0")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -612,6 +612,12 @@ async fn the_extractor_gets_an_allowlisted_environment() {
         .filter_map(|l| l.split_once('=').map(|(k, _)| k))
         .collect();
     assert!(names.contains(&"PATH"), "{names:?}");
+    // Set by the sandbox, not passed on: the allocator keeps no arena
+    // reserved ahead of the child's address-space limit.
+    assert!(
+        env.lines().any(|l| l == "MIMALLOC_ARENA_RESERVE=0"),
+        "{env}"
+    );
     for name in &names {
         assert!(
             [
@@ -620,6 +626,7 @@ async fn the_extractor_gets_an_allowlisted_environment() {
                 "TZ",
                 "TMPDIR",
                 "RUST_BACKTRACE",
+                "MIMALLOC_ARENA_RESERVE",
                 "PWD",
                 "SHLVL",
                 "_"

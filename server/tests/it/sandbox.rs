@@ -1,7 +1,7 @@
 //! The extractor sandbox without outside tools: the child limits itself
 //! (a result over its file-size limit kills it with SIGXFSZ and fails only
-//! that job), and a cancelled job's extractor is killed with everything it
-//! started (its process group).
+//! that job; its address-space limit holds), and a cancelled job's
+//! extractor is killed with everything it started (its process group).
 
 use crate::common;
 
@@ -24,6 +24,27 @@ async fn the_extractor_limits_itself_and_a_result_over_the_file_limit_fails_its_
     // A small one on the same server is fine.
     let small = s.submit("small.csv", b"a,b\n1,2\n", &[]).await;
     s.wait(&small, "completed", 60).await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_address_space_limit_holds_for_the_extractor() {
+    // 16 MiB is less than the extractor has mapped by the time it limits
+    // itself, so its first sizeable allocation must fail; an allocator
+    // arena reserved before the limit would let the parse run on.
+    let s = TestServer::start(|c| c.limits.memory_bytes = 16 << 20).await;
+    let mut csv = String::from("n,label\n");
+    for i in 0..5000 {
+        csv.push_str(&format!("{i},row number {i}\n"));
+    }
+    let job = s.submit("rows.csv", csv.as_bytes(), &[]).await;
+    let st = s.wait(&job, "failed", 60).await;
+    let error = st["error"].as_str().unwrap_or_default();
+    // An allocation refused: an I/O error or an aborted process.
+    assert!(
+        error.contains("out of memory") || error.contains("SIGABRT"),
+        "{st}"
+    );
     s.stop().await;
 }
 
