@@ -5,12 +5,15 @@ DATA_DIR ?= ./data
 
 .PHONY: run broker test bench fuzz fuzz-smoke bootstrap corpus services build fmt lint clean
 
-# Tests of real services read these; `make services` makes sure Redis
-# answers, and scripts/with-services.sh also starts a Kafka-protocol broker.
+# Tests of real services read these; `make services` makes sure Redis and
+# RabbitMQ answer, and scripts/with-services.sh also starts a
+# Kafka-protocol broker.
 export REDIS_URL ?= redis://127.0.0.1:6379
-# Built and tested everywhere: the Redis adapter (on by default) and the
-# Kafka adapter (optional for users: it builds librdkafka).
-FEATURES ?= docproc-server/redis,docproc-server/kafka,docproc-tests/redis,docproc-tests/kafka
+export AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/%2f
+# Built and tested everywhere: the Redis adapter (on by default), the
+# Kafka adapter (optional for users: it builds librdkafka) and the RabbitMQ
+# adapter (optional, pure Rust).
+FEATURES ?= docproc-server/redis,docproc-server/kafka,docproc-server/rabbitmq,docproc-tests/redis,docproc-tests/kafka,docproc-tests/rabbitmq,docproc-benches/kafka,docproc-benches/rabbitmq
 
 ## Start the processing server on the embedded broker (HTTP 127.0.0.1:8080, data in ./data).
 run: bootstrap
@@ -47,8 +50,8 @@ corpus:
 
 ## Throughput and latency benchmarks (release build); prints one table.
 bench: bootstrap corpus
-	$(CARGO) build --release -p docproc-server --bin docproc -p docproc-benches --bin broker-bench --features docproc-benches/kafka
-	scripts/with-services.sh $(CARGO) run --release -p docproc-benches --bin broker-bench --features docproc-benches/kafka
+	$(CARGO) build --release -p docproc-server --bin docproc -p docproc-benches --bin broker-bench --features docproc-benches/kafka,docproc-benches/rabbitmq
+	scripts/with-services.sh $(CARGO) run --release -p docproc-benches --bin broker-bench --features docproc-benches/kafka,docproc-benches/rabbitmq
 
 ## Fuzz every target for FUZZ_SECS seconds each (cargo-fuzz, libFuzzer, no
 ## sanitizer: safe Rust, panics and aborts are the findings). The PDF target

@@ -3,6 +3,8 @@
 # what is missing. Run by `make test`; safe to run again.
 #   Redis at $REDIS_URL (default redis://127.0.0.1:6379): started locally
 #   (no persistence, like the test machines' own) when it does not answer.
+#   RabbitMQ at $AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/%2f):
+#   installed from Debian and started when its port does not answer.
 #   Python's aiosmtpd (pip): the SMTP server the mail test starts.
 #   Chromium and ChromeDriver (Debian): the dashboard test's browser.
 #   strace (Debian): the durability test's witness.
@@ -37,6 +39,28 @@ if ! redis_up; then
 	redis_up || { echo "services: redis-server did not start; see /tmp/docproc-redis/redis.log" >&2; exit 1; }
 fi
 echo "services: redis at $REDIS_URL answers"
+
+# RabbitMQ (the amqp:// adapter's conformance suite and worker-crash test).
+AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
+amqp_hostport="${AMQP_URL#amqp://}"; amqp_hostport="${amqp_hostport##*@}"; amqp_hostport="${amqp_hostport%%/*}"
+amqp_host="${amqp_hostport%%:*}"; amqp_port="${amqp_hostport##*:}"; [ "$amqp_port" = "$amqp_hostport" ] && amqp_port=5672
+amqp_up() { (exec 3<>"/dev/tcp/$amqp_host/$amqp_port") 2>/dev/null; }
+if ! amqp_up; then
+	case "$amqp_host" in
+	127.0.0.1|localhost) ;;
+	*) echo "services: RabbitMQ at $amqp_hostport does not answer and is not local; start it or unset AMQP_URL" >&2; exit 1 ;;
+	esac
+	if ! command -v rabbitmq-server >/dev/null 2>&1; then
+		echo "services: installing rabbitmq-server"
+		apt_install rabbitmq-server
+	fi
+	echo "services: starting rabbitmq-server"
+	rabbitmq-server -detached
+	timeout 120 rabbitmqctl await_startup >/dev/null 2>&1 || true
+	for _ in $(seq 1 300); do amqp_up && break; sleep 0.2; done
+	amqp_up || { echo "services: RabbitMQ did not start (rabbitmq-server -detached); see /var/log/rabbitmq" >&2; exit 1; }
+fi
+echo "services: rabbitmq at $amqp_hostport answers"
 
 # The mail test's SMTP server: Python's aiosmtpd (started by the test itself
 # on a free loopback port, writing into a maildir the test reads).

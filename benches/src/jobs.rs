@@ -58,6 +58,17 @@ pub(crate) async fn all(n: u64) -> anyhow::Result<Vec<Row>> {
         }
         Err(_) => eprintln!("kafka:// row skipped: KAFKA_BROKERS is not set"),
     }
+    #[cfg(feature = "rabbitmq")]
+    {
+        let server = std::env::var("AMQP_URL")
+            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+        let url = format!("{server}?prefix=docproc-bench-{}", std::process::id());
+        let row = through("amqp:// (RabbitMQ, quorum queues)", &url, n).await;
+        if let Err(e) = docproc_queue::rabbitmq::remove(&url, &["bench"]).await {
+            eprintln!("amqp:// cleanup: {e}");
+        }
+        rows.push(row?);
+    }
     Ok(rows)
 }
 

@@ -9,6 +9,7 @@
 //! | `grpc://HOST:PORT` | [`grpc`] | a remote `docproc broker` through the client library |
 //! | `redis://HOST:PORT[/DB]` | `redis` | a Redis server, state changes as Lua scripts (cargo feature `redis`) |
 //! | `kafka://HOST:PORT[,…]` | `kafka` | a Kafka cluster (cargo feature `kafka`) |
+//! | `amqp://USER:PASS@HOST:PORT/VHOST` | `rabbitmq` | RabbitMQ: quorum queues, a status stream (cargo feature `rabbitmq`) |
 //!
 //! Every URL takes `retry_base_ms` and `retry_max_ms` (the [`RetryPolicy`]);
 //! `rocksdb://` also takes `durability` (`sync`, `batch`, `batch:MS`, `none`).
@@ -59,9 +60,13 @@ pub mod kafka;
 mod lease;
 pub mod memory;
 pub mod model;
+#[cfg(feature = "rabbitmq")]
+pub mod rabbitmq;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod rocksdb;
+#[cfg(any(feature = "kafka", feature = "rabbitmq"))]
+mod statuslog;
 mod url;
 
 use std::sync::Arc;
@@ -87,21 +92,25 @@ pub async fn open(url: &str) -> Result<Arc<dyn Queue>> {
         "redis" => Ok(Arc::new(redis::open(&u).await?)),
         #[cfg(feature = "kafka")]
         "kafka" => Ok(Arc::new(kafka::open(&u).await?)),
+        #[cfg(feature = "rabbitmq")]
+        "amqp" => Ok(Arc::new(rabbitmq::open(&u).await?)),
         #[cfg(not(feature = "redis"))]
-        "redis" => Err(not_built(&u)),
+        "redis" => Err(not_built(&u, "redis")),
         #[cfg(not(feature = "kafka"))]
-        "kafka" => Err(not_built(&u)),
+        "kafka" => Err(not_built(&u, "kafka")),
+        #[cfg(not(feature = "rabbitmq"))]
+        "amqp" => Err(not_built(&u, "rabbitmq")),
         other => Err(u.invalid(format!(
-            "unknown scheme {other:?}; use rocksdb://PATH, memory://, grpcs://HOST:PORT, grpc://HOST:PORT, redis://HOST:PORT or kafka://HOST:PORT"
+            "unknown scheme {other:?}; use rocksdb://PATH, memory://, grpcs://HOST:PORT, grpc://HOST:PORT, redis://HOST:PORT, kafka://HOST:PORT or amqp://HOST:PORT"
         ))),
     }
 }
 
 /// The error for an adapter this binary was built without.
-#[cfg(not(all(feature = "redis", feature = "kafka")))]
-fn not_built(u: &QueueUrl) -> QueueError {
+#[cfg(not(all(feature = "redis", feature = "kafka", feature = "rabbitmq")))]
+fn not_built(u: &QueueUrl, feature: &str) -> QueueError {
     u.invalid(format!(
-        "the {s}:// adapter is not part of this build (cargo feature `{s}`)",
-        s = u.scheme
+        "the {}:// adapter is not part of this build (cargo feature `{feature}`)",
+        u.scheme
     ))
 }

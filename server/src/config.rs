@@ -10,25 +10,39 @@ use docproc_broker::auth::Keys;
 use crate::jobs::types as job_types;
 use crate::llm::LlmConfig;
 use crate::notify::NotifyConfig;
+use crate::worker::scale::{PoolSpec, Scaling};
 use docproc_extract::Limits;
 
-/// Worker pool sizes per job type.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Worker pool sizes per job type, and how the extraction and analysis
+/// pools scale.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Pools {
-    /// Spreadsheet workers.
+    /// Spreadsheet workers (the pool's minimum when it scales).
     pub excel: usize,
-    /// PDF workers.
+    /// PDF workers (the minimum when it scales).
     pub pdf: usize,
-    /// Analysis workers.
+    /// Analysis workers (the minimum when it scales).
     pub ai: usize,
     /// Concurrent webhook deliveries.
     pub webhook: usize,
     /// Concurrent mails (0 unless SMTP is configured).
     pub email: usize,
+    /// Most spreadsheet workers; at or below `excel`: a fixed pool.
+    pub excel_max: usize,
+    /// Most PDF workers; at or below `pdf`: a fixed pool.
+    pub pdf_max: usize,
+    /// Most analysis workers; at or below `ai`: a fixed pool.
+    pub ai_max: usize,
+    /// A worker idle this long leaves a pool above its minimum.
+    pub scale_idle: Duration,
+    /// A pool grows only while the load per core is below this.
+    pub scale_max_load: f64,
 }
 
 impl Default for Pools {
-    /// excel 2, pdf 2, ai 1, webhook 4, email 1.
+    /// excel 2, pdf 2, ai 1, webhook 4, email 1, all fixed; scaling pools
+    /// give back workers idle for 60 s and grow while the load per core is
+    /// below 1.
     fn default() -> Self {
         Self {
             excel: 2,
@@ -36,23 +50,42 @@ impl Default for Pools {
             ai: 1,
             webhook: 4,
             email: 1,
+            excel_max: 0,
+            pdf_max: 0,
+            ai_max: 0,
+            scale_idle: Duration::from_secs(60),
+            scale_max_load: 1.0,
         }
     }
 }
 
 impl Pools {
-    /// `(job type, size)` of every pool with at least one worker.
-    pub fn sizes(&self) -> Vec<(&'static str, usize)> {
+    /// Every pool that may have a worker, with its bounds.
+    pub fn specs(&self) -> Vec<PoolSpec> {
         [
-            (job_types::EXCEL, self.excel),
-            (job_types::PDF, self.pdf),
-            (job_types::AI, self.ai),
-            (job_types::WEBHOOK, self.webhook),
-            (job_types::EMAIL, self.email),
+            (job_types::EXCEL, self.excel, self.excel_max),
+            (job_types::PDF, self.pdf, self.pdf_max),
+            (job_types::AI, self.ai, self.ai_max),
+            (job_types::WEBHOOK, self.webhook, 0),
+            (job_types::EMAIL, self.email, 0),
         ]
         .into_iter()
-        .filter(|(_, n)| *n > 0)
+        .map(|(job_type, min, max)| PoolSpec {
+            job_type,
+            min,
+            max: max.max(min),
+        })
+        .filter(|p| p.max > 0)
         .collect()
+    }
+
+    /// When the pools grow and shrink (system clock, `/proc/loadavg`).
+    pub fn scaling(&self) -> Scaling {
+        Scaling {
+            idle: self.scale_idle,
+            max_load: self.scale_max_load,
+            ..Scaling::default()
+        }
     }
 }
 

@@ -119,6 +119,21 @@ pub struct Metrics {
     webhooks: Mutex<BTreeMap<&'static str, u64>>,
 }
 
+/// A worker pool's scaling as `/metrics` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolScaling {
+    /// The job type.
+    pub job_type: String,
+    /// Fewest workers.
+    pub min: usize,
+    /// Most workers.
+    pub max: usize,
+    /// The size it is heading for.
+    pub target: usize,
+    /// `(direction, reason, decisions)`.
+    pub events: Vec<(&'static str, &'static str, u64)>,
+}
+
 /// What the scrape reads besides this process's own counts.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -127,6 +142,8 @@ pub struct Snapshot {
     pub queue: Option<Vec<JobTypeStats>>,
     /// `(job type, workers, busy)` of this process's pools.
     pub workers: Vec<(String, usize, usize)>,
+    /// Bounds, targets and decisions of this process's pools.
+    pub scaling: Vec<PoolScaling>,
     /// The embedded broker's fsync latency.
     pub fsync: Option<SyncLatency>,
     /// Open WebSocket connections.
@@ -306,6 +323,63 @@ impl Metrics {
                 "docproc_workers_busy{{job_type=\"{}\"}} {busy}",
                 esc(ty)
             );
+        }
+        help(
+            &mut out,
+            "docproc_pool_min_workers",
+            "gauge",
+            "Fewest workers a pool of this process keeps.",
+        );
+        for p in &snap.scaling {
+            let _ = writeln!(
+                out,
+                "docproc_pool_min_workers{{job_type=\"{}\"}} {}",
+                esc(&p.job_type),
+                p.min
+            );
+        }
+        help(
+            &mut out,
+            "docproc_pool_max_workers",
+            "gauge",
+            "Most workers a pool of this process may grow to.",
+        );
+        for p in &snap.scaling {
+            let _ = writeln!(
+                out,
+                "docproc_pool_max_workers{{job_type=\"{}\"}} {}",
+                esc(&p.job_type),
+                p.max
+            );
+        }
+        help(
+            &mut out,
+            "docproc_pool_target_workers",
+            "gauge",
+            "The size a pool is heading for after its last scaling decision.",
+        );
+        for p in &snap.scaling {
+            let _ = writeln!(
+                out,
+                "docproc_pool_target_workers{{job_type=\"{}\"}} {}",
+                esc(&p.job_type),
+                p.target
+            );
+        }
+        help(
+            &mut out,
+            "docproc_pool_scale_events_total",
+            "counter",
+            "Scaling decisions by direction and reason (below_min, jobs_waiting, idle).",
+        );
+        for p in &snap.scaling {
+            for (dir, reason, n) in &p.events {
+                let _ = writeln!(
+                    out,
+                    "docproc_pool_scale_events_total{{job_type=\"{}\",direction=\"{dir}\",reason=\"{reason}\"}} {n}",
+                    esc(&p.job_type)
+                );
+            }
         }
         help(
             &mut out,

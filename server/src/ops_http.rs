@@ -50,6 +50,7 @@ async fn metrics(State(st): State<OpsState>, headers: HeaderMap) -> Response {
     let snap = Snapshot {
         queue,
         workers: st.workers.as_ref().map(|w| w.gauges()).unwrap_or_default(),
+        scaling: st.workers.as_ref().map(|w| w.scaling()).unwrap_or_default(),
         fsync: st.queue.fsync_latency(),
         websockets: None,
         connections: None,

@@ -95,7 +95,12 @@ fn workers(
         jobs.summarizer = Some(crate::llm::Summarizer::new(llm.clone())?);
         tracing::info!(url = %llm.url, model = %llm.model, "analysis summaries from an LLM endpoint");
     }
-    Ok(Pools::new(queue, Arc::new(jobs), &sizes.sizes()))
+    Ok(Pools::new(
+        queue,
+        Arc::new(jobs),
+        &sizes.specs(),
+        sizes.scaling(),
+    ))
 }
 
 /// Serves the HTTP API and runs the worker pools until `shutdown` resolves.

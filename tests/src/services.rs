@@ -1,5 +1,6 @@
-//! The external services some tests need (Redis today), found through the
-//! environment: `REDIS_URL` (default `redis://127.0.0.1:6379`). When `CI`
+//! The external services some tests need, found through the environment:
+//! `REDIS_URL` (default `redis://127.0.0.1:6379`), `KAFKA_BROKERS`,
+//! `AMQP_URL` (default the local RabbitMQ). When `CI`
 //! is set a missing service fails the test; elsewhere the test says it is
 //! skipped and why.
 
@@ -82,6 +83,34 @@ pub fn kafka_brokers() -> Option<String> {
         }
         false => {
             eprintln!("SKIPPED: the Kafka broker at {first} does not accept connections");
+            None
+        }
+    }
+}
+
+/// Where the test RabbitMQ is (`AMQP_URL`, default
+/// `amqp://guest:guest@127.0.0.1:5672/%2f`), after checking its port
+/// accepts connections; `None` (with a message) when it does not and `CI`
+/// is unset.
+pub fn amqp_url() -> Option<String> {
+    let url = std::env::var("AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+    let hostport = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let hostport = hostport.split(['/', '?']).next().unwrap_or_default();
+    let reachable = std::net::ToSocketAddrs::to_socket_addrs(hostport)
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| {
+            std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(2)).is_ok()
+        });
+    match reachable {
+        true => Some(url),
+        false if std::env::var_os("CI").is_some() => {
+            panic!("CI is set but RabbitMQ at {hostport} does not accept connections; `make test` starts it")
+        }
+        false => {
+            eprintln!("SKIPPED: RabbitMQ at {hostport} does not accept connections; set AMQP_URL or run `make test`");
             None
         }
     }

@@ -13,10 +13,10 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use super::feed::{Track, STATUS_WAIT_MS};
-use super::wire::{decode, JobMsg};
 use super::{now_ms, Inner};
 use crate::error::Result;
 use crate::model::JobStatus;
+use crate::statuslog::wire::{decode, JobMsg};
 
 struct Waiting {
     partition: i32,

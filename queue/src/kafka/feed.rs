@@ -16,11 +16,11 @@ use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{watch, Notify};
 
-use super::wire::{decode, delivery_id, JobMsg, Snapshot};
 use super::{now_ms, Inner};
 use crate::error::{QueueError, Result};
 use crate::lease::Lease;
 use crate::model::{JobId, JobStatus};
+use crate::statuslog::wire::{decode, delivery_id, JobMsg, Snapshot};
 
 /// Messages buffered per priority before that priority's partitions pause.
 const BUFFER: usize = 64;

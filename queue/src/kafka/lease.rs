@@ -10,11 +10,11 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::feed::Feed;
-use super::wire::{delivery_id, JobMsg};
 use super::{now_ms, Inner, MAX_VALUE_BYTES};
 use crate::error::{QueueError, Result};
 use crate::lease::{Heartbeat, Lease, LeaseOps};
 use crate::model::{Job, JobId, JobStatus};
+use crate::statuslog::wire::{delivery_id, JobMsg};
 
 struct KafkaLease {
     inner: Arc<Inner>,
@@ -63,7 +63,7 @@ impl KafkaLease {
         self.feed.holds(&self.id, &self.token)
     }
 
-    fn snapshot(&self) -> Result<(super::wire::Snapshot, bool)> {
+    fn snapshot(&self) -> Result<(crate::statuslog::wire::Snapshot, bool)> {
         self.inner
             .view
             .get(&self.id)

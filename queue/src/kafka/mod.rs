@@ -27,8 +27,7 @@
 mod delayed;
 mod feed;
 mod lease;
-mod view;
-mod wire;
+mod reader;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -46,8 +45,6 @@ use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::{watch, Notify};
 
 use self::feed::Feed;
-use self::view::View;
-use self::wire::{cancel_key, delivery_id, encode, plausible_id, status_key, JobMsg, Snapshot};
 use super::error::{QueueError, Result};
 use super::lease::RetryPolicy;
 use super::model::{
@@ -56,6 +53,10 @@ use super::model::{
 };
 use super::url::{QueueUrl, COMMON_PARAMS};
 use crate::api::{broadcast_watch, ConsumeOptions, EventStream, LeaseStream, Queue};
+use crate::statuslog::view::View;
+use crate::statuslog::wire::{
+    self, cancel_key, delivery_id, encode, plausible_id, status_key, JobMsg, Snapshot,
+};
 
 /// Topic prefix when the URL names none.
 pub const DEFAULT_PREFIX: &str = "docproc";
@@ -214,7 +215,7 @@ pub async fn open(u: &QueueUrl) -> Result<KafkaQueue> {
         .create()
         .map_err(|e| unavailable("status reader", e))?;
     let (caught_up, ready) = tokio::sync::oneshot::channel();
-    tokio::spawn(view::read(
+    tokio::spawn(reader::read(
         Arc::new(reader),
         inner.status_topic(),
         inner.view.clone(),

@@ -138,13 +138,25 @@ fn queue_url(st: &Settings) -> Result<Option<String>, SettingsError> {
                 .unwrap_or_else(|| "127.0.0.1:9092".into());
             Ok(Some(format!("kafka://{}", servers.replace(' ', ""))))
         }
+        "rabbitmq" | "amqp" => {
+            let url = st
+                .str("queue.rabbitmq_url")
+                .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+            if !url.trim().starts_with("amqp://") {
+                return Err(st.invalid(
+                    "queue.rabbitmq_url",
+                    "expected amqp://USER:PASS@HOST:PORT/VHOST",
+                ));
+            }
+            Ok(Some(url.trim().to_string()))
+        }
         "grpc" => Err(st.invalid(
             "queue.type",
             "grpc needs queue.url = grpc://HOST:PORT (DOCPROC_QUEUE)",
         )),
         _ => Err(st.invalid(
             "queue.type",
-            "expected rocksdb, memory, redis or kafka (or set queue.url)",
+            "expected rocksdb, memory, redis, kafka or rabbitmq (or set queue.url)",
         )),
     }
 }
@@ -180,11 +192,20 @@ pub fn serve(st: &Settings) -> Result<ServeConfig, SettingsError> {
         ("workers.pdf", &mut c.pools.pdf),
         ("workers.ai", &mut c.pools.ai),
         ("workers.webhook", &mut c.pools.webhook),
+        ("workers.excel_max", &mut c.pools.excel_max),
+        ("workers.pdf_max", &mut c.pools.pdf_max),
+        ("workers.ai_max", &mut c.pools.ai_max),
     ];
     for (key, slot) in pools {
         if let Some(n) = count(st, key, 1024)? {
             *slot = n;
         }
+    }
+    if let Some(d) = secs(st, "workers.scale_idle_secs", 86_400)? {
+        c.pools.scale_idle = d;
+    }
+    if let Some(p) = st.u64_in("workers.scale_max_load_pct", 1..=10_000)? {
+        c.pools.scale_max_load = p as f64 / 100.0;
     }
     if let Some(d) = secs(st, "jobs.timeout_secs", 86_400)? {
         c.job_timeout = d;

@@ -96,6 +96,19 @@ fn seed_queue_settings_make_a_url() {
         Some("kafka://k1:9092,k2:9092".into())
     );
     assert_eq!(
+        load(&[("QUEUE_TYPE", "rabbitmq")]).unwrap(),
+        Some("amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    );
+    assert_eq!(
+        load(&[
+            ("QUEUE_TYPE", "rabbitmq"),
+            ("RABBITMQ_URL", "amqp://u:p@mq:5672/jobs")
+        ])
+        .unwrap(),
+        Some("amqp://u:p@mq:5672/jobs".into())
+    );
+    assert!(load(&[("QUEUE_TYPE", "rabbitmq"), ("RABBITMQ_URL", "mq:5672")]).is_err());
+    assert_eq!(
         load(&[("QUEUE_TYPE", "redis"), ("DOCPROC_QUEUE", "memory://")]).unwrap(),
         Some("memory://".into()),
         "an explicit URL wins"

@@ -580,6 +580,8 @@ async fn a_worker_process_serves_its_pools_metrics() {
                 "memory://",
                 "--excel-workers",
                 "3",
+                "--excel-workers-max",
+                "5",
                 "--metrics-listen",
                 &listen,
             ])
@@ -608,6 +610,24 @@ async fn a_worker_process_serves_its_pools_metrics() {
     );
     assert_eq!(
         m["docproc_workers_busy{job_type=\"excel_processing\"}"],
+        0.0
+    );
+    // A scaling pool: bounds, target and decisions, for an external
+    // autoscaler and for alerts.
+    assert_eq!(
+        m["docproc_pool_min_workers{job_type=\"excel_processing\"}"],
+        3.0
+    );
+    assert_eq!(
+        m["docproc_pool_max_workers{job_type=\"excel_processing\"}"],
+        5.0
+    );
+    assert_eq!(
+        m["docproc_pool_target_workers{job_type=\"excel_processing\"}"],
+        3.0
+    );
+    assert_eq!(
+        m["docproc_pool_scale_events_total{job_type=\"excel_processing\",direction=\"up\",reason=\"jobs_waiting\"}"],
         0.0
     );
     assert_eq!(m["docproc_up"], 1.0);

@@ -1,7 +1,8 @@
 //! A `docproc worker` process killed with SIGKILL while it holds a job, on
-//! the shared backends (Redis, and Kafka when built in): nothing relies on
-//! the dead process, the job is retried by another worker process after its
-//! lease runs out and completes as attempt 2.
+//! the shared backends (Redis, and Kafka and RabbitMQ when built in):
+//! nothing relies on the dead process, the job is retried by another worker
+//! process (after its lease runs out, or at once when the backend sees the
+//! connection drop) and completes as attempt 2.
 
 use crate::common;
 
@@ -108,4 +109,48 @@ async fn kafka_job_of_a_killed_worker_is_retried() {
     };
     let prefix = format!("docproc-test-crash-{}", std::process::id());
     survives_a_killed_worker(format!("kafka://{brokers}?prefix={prefix}")).await;
+}
+
+/// RabbitMQ hands the killed worker's unacknowledged message back as soon
+/// as its connection drops; the next worker counts that delivery as a lost
+/// attempt.
+#[cfg(feature = "rabbitmq")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_job_of_a_killed_worker_is_retried() {
+    let server = std::env::var("AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let hostport = server
+        .trim_start_matches("amqp://")
+        .rsplit_once('@')
+        .map_or(server.as_str(), |(_, h)| h)
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let reachable = std::net::ToSocketAddrs::to_socket_addrs(hostport.as_str())
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok());
+    if !reachable {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but RabbitMQ at {hostport} does not answer"
+        );
+        eprintln!("SKIPPED: RabbitMQ at {hostport} does not answer");
+        return;
+    }
+    let prefix = format!("docproc-test-crash-{}", std::process::id());
+    let url = format!("{server}?prefix={prefix}");
+    survives_a_killed_worker(url.clone()).await;
+    // Leave nothing behind on the shared RabbitMQ.
+    let types = [
+        "excel_processing",
+        "pdf_processing",
+        "ai_analysis",
+        "webhook_delivery",
+        "email_delivery",
+    ];
+    docproc_queue::rabbitmq::remove(&url, &types)
+        .await
+        .expect("delete the test's queues");
 }

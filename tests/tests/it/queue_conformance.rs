@@ -3,7 +3,9 @@
 //! served on a loopback port, restarted on the same data directory) and
 //! `redis://` (the Redis at `REDIS_URL`, a key prefix per test) and, with
 //! the `kafka` feature, `kafka://` (the broker at `KAFKA_BROKERS`, topics
-//! and groups of its own per test).
+//! and groups of its own per test) and, with the `rabbitmq` feature,
+//! `amqp://` (the RabbitMQ at `AMQP_URL`, queues of its own per test,
+//! deleted afterwards).
 
 use std::sync::Arc;
 
@@ -241,6 +243,92 @@ mod kafka {
     docproc_tests::conformance_suite!(open);
 }
 
+#[cfg(feature = "rabbitmq")]
+mod rabbitmq {
+    use super::*;
+    use docproc_queue::rabbitmq::RabbitQueue;
+    use docproc_queue::QueueUrl;
+    use docproc_tests::services::{amqp_url, unique_prefix};
+
+    /// A queue on its own queues and stream (a prefix per test); every
+    /// handle's queues are deleted when the harness is dropped.
+    struct Rabbit {
+        server: String,
+        prefix: String,
+        queue: RabbitQueue,
+        old: Vec<RabbitQueue>,
+    }
+
+    fn url(server: &str, prefix: &str) -> String {
+        let sep = if server.contains('?') { '&' } else { '?' };
+        format!("{server}{sep}prefix={prefix}&{RETRY}")
+    }
+
+    async fn connect(server: &str, prefix: &str) -> RabbitQueue {
+        let u = QueueUrl::parse(&url(server, prefix)).expect("amqp url");
+        docproc_queue::rabbitmq::open(&u)
+            .await
+            .expect("open amqp://")
+    }
+
+    async fn open() -> Option<Box<dyn Harness>> {
+        let server = amqp_url()?;
+        let prefix = unique_prefix("conf").replace('.', "-");
+        let queue = connect(&server, &prefix).await;
+        assert_eq!(queue.backend(), "rabbitmq");
+        Some(Box::new(Rabbit {
+            server,
+            prefix,
+            queue,
+            old: Vec::new(),
+        }))
+    }
+
+    impl Drop for Rabbit {
+        fn drop(&mut self) {
+            let mut all = std::mem::take(&mut self.old);
+            all.push(self.queue.clone());
+            // Dropped inside the test's runtime: clean up on a thread and
+            // runtime of its own.
+            let _ = std::thread::spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                rt.block_on(async {
+                    for q in all {
+                        q.close().await;
+                        if let Err(e) = q.destroy().await {
+                            eprintln!("rabbitmq cleanup: {e}");
+                        }
+                    }
+                })
+            })
+            .join();
+        }
+    }
+
+    #[async_trait]
+    impl Harness for Rabbit {
+        fn queue(&self) -> Arc<dyn Queue> {
+            Arc::new(self.queue.clone())
+        }
+
+        /// The process restarts: its connection closes (RabbitMQ hands its
+        /// unsettled messages back), a new one reads the status stream.
+        async fn restart(&mut self) -> bool {
+            self.queue.close().await;
+            let fresh = connect(&self.server, &self.prefix).await;
+            self.old.push(std::mem::replace(&mut self.queue, fresh));
+            true
+        }
+    }
+
+    docproc_tests::conformance_suite!(open);
+}
+
 #[tokio::test]
 async fn unknown_and_unbuilt_schemes_are_clear_errors() {
     for (url, needle) in [
@@ -263,6 +351,16 @@ async fn unknown_and_unbuilt_schemes_are_clear_errors() {
         ("kafka://127.0.0.1:9092?prefix=a/b", "prefix"),
         #[cfg(feature = "kafka")]
         ("kafka://127.0.0.1:9092?partitions=0", "partitions"),
+        #[cfg(not(feature = "rabbitmq"))]
+        ("amqp://127.0.0.1:5672", "not part of this build"),
+        #[cfg(feature = "rabbitmq")]
+        ("amqp://guest:guest@/%2f", "needs [USER:PASS@]HOST:PORT"),
+        #[cfg(feature = "rabbitmq")]
+        ("amqp://127.0.0.1:5672?prefix=a.b", "prefix"),
+        #[cfg(feature = "rabbitmq")]
+        ("amqp://127.0.0.1:5672?retention_secs=5", "retention_secs"),
+        #[cfg(feature = "rabbitmq")]
+        ("amqp://127.0.0.1:5672?heartbeat=5", "unknown parameter"),
         ("no-scheme", "scheme://"),
         ("rocksdb://", "needs a directory"),
         ("memory://?durability=sync", "unknown parameter"),

@@ -1,17 +1,11 @@
 //! The status view: every job's latest snapshot and the cancel markers,
-//! read from the compacted status topic by every process (and written
-//! through by the process making a change), serving get, list, stats and
-//! watch.
+//! read from the status log by every process (and written through by the
+//! process making a change), serving get, list, stats and watch.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard};
 
-use futures::StreamExt;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 
 use super::wire::{decode, Snapshot};
 use crate::error::{QueueError, Result};
@@ -27,13 +21,13 @@ struct State {
 }
 
 /// Jobs as this process knows them.
-pub(super) struct View {
+pub(crate) struct View {
     state: Mutex<State>,
     events: broadcast::Sender<JobEvent>,
 }
 
 impl View {
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             state: Mutex::default(),
             events: broadcast::channel(4096).0,
@@ -45,7 +39,7 @@ impl View {
     }
 
     /// Takes a snapshot unless a later one is known; publishes the change.
-    pub(super) fn apply(&self, snap: Snapshot) {
+    pub(crate) fn apply(&self, snap: Snapshot) {
         let mut st = self.lock();
         let event = match st.jobs.get(&snap.job.job_id) {
             Some(cur) if cur.rev > snap.rev => None,
@@ -68,13 +62,13 @@ impl View {
     }
 
     /// A tombstone: the job is gone (past retention).
-    pub(super) fn forget(&self, id: &JobId) {
+    pub(crate) fn forget(&self, id: &JobId) {
         let mut st = self.lock();
         st.jobs.remove(id);
         st.cancels.remove(id);
     }
 
-    pub(super) fn set_cancel(&self, id: JobId, on: bool) {
+    pub(crate) fn set_cancel(&self, id: JobId, on: bool) {
         let mut st = self.lock();
         if on {
             st.cancels.insert(id);
@@ -84,19 +78,19 @@ impl View {
     }
 
     /// The job's snapshot and whether a cancel was asked for.
-    pub(super) fn get(&self, id: &JobId) -> Option<(Snapshot, bool)> {
+    pub(crate) fn get(&self, id: &JobId) -> Option<(Snapshot, bool)> {
         let st = self.lock();
         st.jobs
             .get(id)
             .map(|s| (s.clone(), st.cancels.contains(id)))
     }
 
-    pub(super) fn subscribe(&self) -> broadcast::Receiver<JobEvent> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<JobEvent> {
         self.events.subscribe()
     }
 
     /// Final jobs that finished before `before_ms`.
-    pub(super) fn finished_before(&self, before_ms: u64) -> Vec<JobId> {
+    pub(crate) fn finished_before(&self, before_ms: u64) -> Vec<JobId> {
         self.lock()
             .jobs
             .values()
@@ -105,9 +99,20 @@ impl View {
             .collect()
     }
 
+    /// Jobs not final whose last change is older than `before_ms`.
+    #[cfg_attr(not(feature = "rabbitmq"), allow(dead_code))]
+    pub(crate) fn live_before(&self, before_ms: u64) -> Vec<Snapshot> {
+        self.lock()
+            .jobs
+            .values()
+            .filter(|s| !s.status.is_final() && s.updated_at_ms < before_ms)
+            .cloned()
+            .collect()
+    }
+
     /// A page of jobs, newest first; the cursor is `CREATED:ID` of the last
     /// job of the previous page.
-    pub(super) fn list(&self, q: &ListQuery) -> Result<JobPage> {
+    pub(crate) fn list(&self, q: &ListQuery) -> Result<JobPage> {
         let limit = q.page_size();
         q.validate()?;
         let after = match &q.cursor {
@@ -154,7 +159,7 @@ impl View {
     }
 
     /// Depth per type, priority and status; counters from the jobs kept.
-    pub(super) fn stats(&self) -> Vec<JobTypeStats> {
+    pub(crate) fn stats(&self) -> Vec<JobTypeStats> {
         let st = self.lock();
         let mut by_type: HashMap<&str, JobTypeStats> = HashMap::new();
         for s in st.jobs.values() {
@@ -198,8 +203,9 @@ impl View {
     }
 }
 
-/// One status topic record into the view.
-fn take(view: &View, key: Option<&[u8]>, value: Option<&[u8]>) {
+/// One status log record (key `s:ID` or `c:ID`, no value: a tombstone)
+/// into the view.
+pub(crate) fn take(view: &View, key: Option<&[u8]>, value: Option<&[u8]>) {
     let Some(key) = key.and_then(|k| std::str::from_utf8(k).ok()) else {
         return;
     };
@@ -220,87 +226,5 @@ fn take(view: &View, key: Option<&[u8]>, value: Option<&[u8]>) {
         ("s", None) => view.forget(&id),
         ("c", v) => view.set_cancel(id, v.is_some()),
         _ => {}
-    }
-}
-
-/// Reads the status topic from its start into `view`: first up to the end
-/// it has now (before the queue answers anything), then follows it until
-/// `closed`.
-pub(super) async fn read(
-    consumer: Arc<StreamConsumer>,
-    topic: String,
-    view: Arc<View>,
-    caught_up: tokio::sync::oneshot::Sender<Result<()>>,
-    mut closed: watch::Receiver<bool>,
-) {
-    let ends = {
-        let (c, t) = (consumer.clone(), topic.clone());
-        tokio::task::spawn_blocking(move || -> Result<HashMap<i32, i64>> {
-            let md = c
-                .fetch_metadata(Some(&t), Duration::from_secs(10))
-                .map_err(|e| QueueError::Unavailable(format!("kafka metadata: {e}")))?;
-            let mut ends = HashMap::new();
-            let mut tpl = TopicPartitionList::new();
-            for p in md.topics().iter().flat_map(|t| t.partitions()) {
-                let (_, high) = c
-                    .fetch_watermarks(&t, p.id(), Duration::from_secs(10))
-                    .map_err(|e| QueueError::Unavailable(format!("kafka watermarks: {e}")))?;
-                ends.insert(p.id(), high);
-                tpl.add_partition_offset(&t, p.id(), Offset::Beginning)
-                    .map_err(|e| QueueError::Backend(e.to_string()))?;
-            }
-            c.assign(&tpl)
-                .map_err(|e| QueueError::Backend(format!("kafka assign: {e}")))?;
-            Ok(ends)
-        })
-        .await
-    };
-    let mut ends = match ends {
-        Ok(Ok(e)) => e,
-        Ok(Err(e)) => {
-            let _ = caught_up.send(Err(e));
-            return;
-        }
-        Err(e) => {
-            let _ = caught_up.send(Err(QueueError::Backend(e.to_string())));
-            return;
-        }
-    };
-    ends.retain(|_, high| *high > 0);
-    let mut caught_up = Some(caught_up);
-    if ends.is_empty() {
-        if let Some(c) = caught_up.take() {
-            let _ = c.send(Ok(()));
-        }
-    }
-    let mut stream = consumer.stream();
-    loop {
-        let msg = tokio::select! {
-            m = stream.next() => m,
-            _ = closed.wait_for(|c| *c) => return,
-        };
-        match msg {
-            Some(Ok(m)) => {
-                take(&view, m.key(), m.payload());
-                if caught_up.is_some() {
-                    if ends
-                        .get(&m.partition())
-                        .is_some_and(|h| m.offset() + 1 >= *h)
-                    {
-                        ends.remove(&m.partition());
-                    }
-                    if ends.is_empty() {
-                        if let Some(c) = caught_up.take() {
-                            let _ = c.send(Ok(()));
-                        }
-                    }
-                }
-            }
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "kafka status reader");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            None => return,
-        }
     }
 }

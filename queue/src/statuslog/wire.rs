@@ -1,6 +1,6 @@
-//! What the Kafka adapter writes to its topics: job messages (the job and
-//! the id of this delivery), status snapshots (the whole job state, keyed
-//! `s:ID` in the compacted status topic) and cancel markers (`c:ID`).
+//! What the log-backed adapters (Kafka, RabbitMQ) write: job messages (the
+//! job and the id of this delivery), status snapshots (the whole job
+//! state, keyed `s:ID` in the status log) and cancel markers (`c:ID`).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -10,59 +10,64 @@ use crate::model::{Job, JobEvent, JobId, JobRecord, JobStatus};
 
 /// A job message on a job topic or the delayed topic.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(super) struct JobMsg {
-    pub(super) job: Job,
+pub(crate) struct JobMsg {
+    pub(crate) job: Job,
     /// Which delivery of the job this is; a message whose delivery is not
     /// the one the status names is a stale copy and is skipped.
-    pub(super) delivery: String,
+    pub(crate) delivery: String,
     /// The attempt it will be (also in the `attempt` header).
-    pub(super) attempt: u32,
+    pub(crate) attempt: u32,
     /// Delayed topic only: when to move it to its job topic, Unix ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(super) due_ms: Option<u64>,
+    pub(crate) due_ms: Option<u64>,
 }
 
-/// Where a leased message sits: its partition and offset.
-pub(super) type Coord = (i32, i64);
+/// Where a leased message sits: its partition and offset (Kafka; the
+/// RabbitMQ adapter leaves it empty).
+pub(crate) type Coord = (i32, i64);
 
 /// The job's state as the status topic keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(super) struct Snapshot {
+pub(crate) struct Snapshot {
     /// Incremented by every write; a reader keeps the highest.
-    pub(super) rev: u64,
-    pub(super) job: Job,
-    pub(super) status: JobStatus,
-    pub(super) attempts: u32,
+    pub(crate) rev: u64,
+    pub(crate) job: Job,
+    pub(crate) status: JobStatus,
+    pub(crate) attempts: u32,
     #[serde(default)]
-    pub(super) result: Option<Value>,
+    pub(crate) result: Option<Value>,
     #[serde(default)]
-    pub(super) error: Option<String>,
+    pub(crate) error: Option<String>,
     #[serde(default)]
-    pub(super) progress: Option<Value>,
+    pub(crate) progress: Option<Value>,
     #[serde(default)]
-    pub(super) worker_id: Option<String>,
+    pub(crate) worker_id: Option<String>,
     #[serde(default)]
-    pub(super) started_at_ms: Option<u64>,
+    pub(crate) started_at_ms: Option<u64>,
     #[serde(default)]
-    pub(super) completed_at_ms: Option<u64>,
-    pub(super) updated_at_ms: u64,
+    pub(crate) completed_at_ms: Option<u64>,
+    pub(crate) updated_at_ms: u64,
     /// The live message's delivery id.
-    pub(super) delivery: String,
+    pub(crate) delivery: String,
     /// While processing: the leased message and the lease's end.
     #[serde(default)]
-    pub(super) leased_at: Option<Coord>,
+    pub(crate) leased_at: Option<Coord>,
     #[serde(default)]
-    pub(super) deadline_ms: Option<u64>,
+    pub(crate) deadline_ms: Option<u64>,
     /// Failed attempts handed to the retry topic, and expired leases.
     #[serde(default)]
-    pub(super) retries: u32,
+    pub(crate) retries: u32,
     #[serde(default)]
-    pub(super) expiries: u32,
+    pub(crate) expiries: u32,
+    /// While processing (RabbitMQ): the token of the lease that holds the
+    /// job, so a lease whose message went to another worker knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) lease: Option<String>,
 }
 
 impl Snapshot {
     /// The first state of a published job.
-    pub(super) fn new(job: Job, status: JobStatus, delivery: String, now: u64) -> Self {
+    pub(crate) fn new(job: Job, status: JobStatus, delivery: String, now: u64) -> Self {
         Self {
             rev: 1,
             job,
@@ -80,11 +85,12 @@ impl Snapshot {
             deadline_ms: None,
             retries: 0,
             expiries: 0,
+            lease: None,
         }
     }
 
     /// As the queue trait shows it; `cancel` is whether a marker exists.
-    pub(super) fn record(&self, cancel: bool) -> JobRecord {
+    pub(crate) fn record(&self, cancel: bool) -> JobRecord {
         JobRecord {
             job: self.job.clone(),
             status: self.status,
@@ -101,7 +107,7 @@ impl Snapshot {
     }
 
     /// The event a change to this state is.
-    pub(super) fn event(&self, progress: bool) -> JobEvent {
+    pub(crate) fn event(&self, progress: bool) -> JobEvent {
         JobEvent {
             job_id: self.job.job_id.clone(),
             job_type: self.job.job_type.clone(),
@@ -117,32 +123,32 @@ impl Snapshot {
 }
 
 /// Status topic key of a job's snapshot.
-pub(super) fn status_key(id: &JobId) -> String {
+pub(crate) fn status_key(id: &JobId) -> String {
     format!("s:{id}")
 }
 
 /// Status topic key of a job's cancel marker.
-pub(super) fn cancel_key(id: &JobId) -> String {
+pub(crate) fn cancel_key(id: &JobId) -> String {
     format!("c:{id}")
 }
 
-pub(super) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
     serde_json::to_vec(v).map_err(|e| QueueError::Backend(format!("encoding: {e}")))
 }
 
-pub(super) fn decode<'a, T: Deserialize<'a>>(raw: &'a [u8]) -> Result<T> {
+pub(crate) fn decode<'a, T: Deserialize<'a>>(raw: &'a [u8]) -> Result<T> {
     serde_json::from_slice(raw).map_err(|e| QueueError::Backend(format!("unreadable record: {e}")))
 }
 
 /// A fresh delivery id.
-pub(super) fn delivery_id() -> String {
+pub(crate) fn delivery_id() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 
 /// A new job id: creation time, this process's sequence and randomness,
 /// so ids sort by creation (in publish order within a process) and
 /// processes never collide without coordinating.
-pub(super) fn job_id(now_ms: u64) -> JobId {
+pub(crate) fn job_id(now_ms: u64) -> JobId {
     static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & 0xffff;
     JobId(format!(
@@ -152,6 +158,6 @@ pub(super) fn job_id(now_ms: u64) -> JobId {
 }
 
 /// Whether `id` has the shape [`job_id`] makes.
-pub(super) fn plausible_id(id: &JobId) -> bool {
+pub(crate) fn plausible_id(id: &JobId) -> bool {
     id.0.len() == 20 && id.0.bytes().all(|b| b.is_ascii_hexdigit())
 }

@@ -1,0 +1,7 @@
+//! The job state the log-backed adapters (Kafka, RabbitMQ) share: the
+//! records they write ([`wire`]) and the in-process view every process
+//! builds by reading the status log from its start ([`view`]), which
+//! serves get, list, stats and watch.
+
+pub(crate) mod view;
+pub(crate) mod wire;
