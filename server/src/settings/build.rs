@@ -161,6 +161,52 @@ fn queue_url(st: &Settings) -> Result<Option<String>, SettingsError> {
     }
 }
 
+/// Keeps only the pools `types` names (`excel` or `excel_processing`, …):
+/// the others get no workers.
+fn only_pools(
+    st: &Settings,
+    types: &[String],
+    p: &mut crate::config::Pools,
+) -> Result<(), SettingsError> {
+    use crate::jobs::types as t;
+    let mut keep = [false; 5];
+    for name in types.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        let i = match name.to_ascii_lowercase().as_str() {
+            "excel" | t::EXCEL => 0,
+            "pdf" | t::PDF => 1,
+            "ai" | t::AI => 2,
+            "webhook" | t::WEBHOOK => 3,
+            "email" | t::EMAIL => 4,
+            _ => {
+                return Err(st.invalid(
+                    "workers.job_types",
+                    "expected excel, pdf, ai, webhook or email (or their job type names)",
+                ))
+            }
+        };
+        keep[i] = true;
+    }
+    if !keep.contains(&true) {
+        return Err(st.invalid("workers.job_types", "names no pool"));
+    }
+    let pools: [(&mut usize, Option<&mut usize>); 5] = [
+        (&mut p.excel, Some(&mut p.excel_max)),
+        (&mut p.pdf, Some(&mut p.pdf_max)),
+        (&mut p.ai, Some(&mut p.ai_max)),
+        (&mut p.webhook, None),
+        (&mut p.email, None),
+    ];
+    for ((size, max), kept) in pools.into_iter().zip(keep) {
+        if !kept {
+            *size = 0;
+            if let Some(m) = max {
+                *m = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Settings of `docproc serve` and `docproc worker`.
 pub fn serve(st: &Settings) -> Result<ServeConfig, SettingsError> {
     let mut c = ServeConfig::default();
@@ -200,6 +246,9 @@ pub fn serve(st: &Settings) -> Result<ServeConfig, SettingsError> {
         if let Some(n) = count(st, key, 1024)? {
             *slot = n;
         }
+    }
+    if let Some(types) = st.list("workers.job_types") {
+        only_pools(st, &types, &mut c.pools)?;
     }
     if let Some(d) = secs(st, "workers.scale_idle_secs", 86_400)? {
         c.pools.scale_idle = d;

@@ -107,6 +107,8 @@ pub static SPECS: &[Spec] = &[
       "Analysis workers [default: 1]"),
     s("workers.webhook", &["DOCPROC_WEBHOOK_WORKERS"], "webhook-workers", JOBS, Int,
       "Concurrent webhook deliveries [default: 4]"),
+    s("workers.job_types", &["DOCPROC_JOB_TYPES", "WORKER_TYPE"], "job-types", JOBS, List,
+      "Run only these pools: excel, pdf, ai, webhook, email or their job type names (excel_processing, …), comma-separated [default: every pool]"),
     s("workers.excel_max", &["DOCPROC_EXCEL_WORKERS_MAX"], "excel-workers-max", JOBS, Int,
       "Spreadsheet workers the pool may grow to while jobs wait (workers.excel is then its minimum) [default: workers.excel, a fixed pool]"),
     s("workers.pdf_max", &["DOCPROC_PDF_WORKERS_MAX"], "pdf-workers-max", JOBS, Int,

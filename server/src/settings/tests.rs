@@ -324,3 +324,26 @@ fn example_value<'a>(text: &'a str, section: &str, name: &str) -> Option<&'a str
     }
     None
 }
+
+#[test]
+fn job_types_keep_only_the_named_pools() {
+    let pools = |pairs: &[(&str, &str)]| {
+        build::serve(&Settings::load(Cmd::Worker, None, env(pairs), &[]).unwrap()).map(|c| c.pools)
+    };
+    let p = pools(&[("WORKER_TYPE", "pdf"), ("DOCPROC_PDF_WORKERS_MAX", "6")]).unwrap();
+    let types: Vec<_> = p
+        .specs()
+        .into_iter()
+        .map(|s| (s.job_type, s.min, s.max))
+        .collect();
+    assert_eq!(types, vec![("pdf_processing", 2, 6)]);
+    let p = pools(&[("DOCPROC_JOB_TYPES", "excel_processing, webhook")]).unwrap();
+    let types: Vec<_> = p.specs().into_iter().map(|s| s.job_type).collect();
+    assert_eq!(types, vec!["excel_processing", "webhook_delivery"]);
+    let e = pools(&[("WORKER_TYPE", "gpu")]).unwrap_err().to_string();
+    assert!(
+        e.contains("workers.job_types") && e.contains("WORKER_TYPE"),
+        "{e}"
+    );
+    assert!(pools(&[("WORKER_TYPE", ",")]).is_err());
+}

@@ -225,7 +225,7 @@ fn a_bad_setting_stops_startup_naming_it() {
     let cases: Vec<Case> = vec![
         (vec![], vec![("EXCEL_WORKERS", "lots")], "workers.excel"),
         (vec!["--job-timeout-secs", "0"], vec![], "jobs.timeout_secs"),
-        (vec![], vec![("QUEUE_TYPE", "rabbitmq")], "QUEUE_TYPE"),
+        (vec![], vec![("QUEUE_TYPE", "pigeon")], "QUEUE_TYPE"),
         (vec!["--listen", "0.0.0.0:0"], vec![], "--insecure"),
         (
             vec![],
