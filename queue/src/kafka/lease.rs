@@ -7,14 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::Value;
 
 use super::feed::Feed;
-use super::{now_ms, Inner, MAX_VALUE_BYTES};
+use super::{now_ms, Inner};
 use crate::error::{QueueError, Result};
 use crate::lease::{Heartbeat, Lease, LeaseOps};
 use crate::model::{Job, JobId, JobStatus};
-use crate::statuslog::wire::{delivery_id, JobMsg};
+use crate::statuslog::wire::{delivery_id, report, JobMsg};
 
 struct KafkaLease {
     inner: Arc<Inner>,
@@ -47,16 +46,6 @@ pub(super) fn make(
     )
 }
 
-fn json(bytes: &[u8], what: &str) -> Result<Value> {
-    if bytes.len() > MAX_VALUE_BYTES {
-        return Err(QueueError::TooLarge(format!(
-            "{what} of {} bytes exceeds {MAX_VALUE_BYTES}",
-            bytes.len()
-        )));
-    }
-    serde_json::from_slice(bytes).map_err(|e| QueueError::InvalidArgument(format!("{what}: {e}")))
-}
-
 impl KafkaLease {
     /// The message this lease holds, after checking the lease is still ours.
     fn check(&self) -> Result<(String, i32, i64)> {
@@ -74,7 +63,7 @@ impl KafkaLease {
 #[async_trait]
 impl LeaseOps for KafkaLease {
     async fn complete(&self, result: Vec<u8>) -> Result<bool> {
-        let result = json(&result, "result")?;
+        let result = report(&result, "result")?;
         let (topic, partition, offset) = self.check()?;
         let (mut snap, cancel) = self.snapshot()?;
         let now = now_ms();
@@ -136,7 +125,7 @@ impl LeaseOps for KafkaLease {
     }
 
     async fn renew(&self, progress: Option<Vec<u8>>) -> Result<Heartbeat> {
-        let progress = progress.map(|p| json(&p, "progress")).transpose()?;
+        let progress = progress.map(|p| report(&p, "progress")).transpose()?;
         self.check()?;
         let (mut snap, cancel) = self.snapshot()?;
         let now = now_ms();

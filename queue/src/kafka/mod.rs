@@ -48,7 +48,7 @@ use self::feed::Feed;
 use super::error::{QueueError, Result};
 use super::lease::RetryPolicy;
 use super::model::{
-    validate_batch, validate_job_types, CancelOutcome, Job, JobId, JobPage, JobRecord, JobStatus,
+    validate_batch, validate_job_types, CancelOutcome, JobId, JobPage, JobRecord, JobStatus,
     JobTypeStats, ListQuery, NewJob, WatchFilter,
 };
 use super::url::{QueueUrl, COMMON_PARAMS};
@@ -61,7 +61,7 @@ use crate::statuslog::wire::{
 /// Topic prefix when the URL names none.
 pub const DEFAULT_PREFIX: &str = "docproc";
 /// Largest payload, result or progress report, in bytes.
-pub const MAX_VALUE_BYTES: usize = 1 << 20;
+pub const MAX_VALUE_BYTES: usize = wire::MAX_VALUE_BYTES;
 /// Most jobs in one publish call.
 pub const MAX_BATCH: usize = 1000;
 /// How long a send may wait for the cluster's acknowledgement.
@@ -460,16 +460,6 @@ impl Inner {
     }
 }
 
-fn payload_fits(job: &NewJob) -> Result<()> {
-    let size = serde_json::to_vec(&job.payload).map_or(0, |v| v.len());
-    if size > MAX_VALUE_BYTES {
-        return Err(QueueError::TooLarge(format!(
-            "payload of {size} bytes exceeds {MAX_VALUE_BYTES}"
-        )));
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl Queue for KafkaQueue {
     fn backend(&self) -> &'static str {
@@ -478,7 +468,7 @@ impl Queue for KafkaQueue {
 
     async fn publish(&self, jobs: Vec<NewJob>) -> Result<Vec<JobId>> {
         validate_batch(&jobs, MAX_BATCH)?;
-        jobs.iter().try_for_each(payload_fits)?;
+        jobs.iter().try_for_each(wire::payload_fits)?;
         let inner = &self.inner;
         let now = now_ms();
         let mut snaps = Vec::with_capacity(jobs.len());
@@ -486,25 +476,7 @@ impl Queue for KafkaQueue {
             inner
                 .ensure_topics(&inner.job_topics(&j.job_type), false)
                 .await?;
-            let later = j.run_at_ms.filter(|t| *t > now);
-            let job = Job {
-                job_id: wire::job_id(now),
-                job_type: j.job_type,
-                payload: j.payload,
-                priority: j.priority,
-                max_retries: j.max_retries,
-                timeout: j.timeout,
-                correlation_id: j.correlation_id,
-                callback_context: j.callback_context,
-                created_at_ms: now,
-                owner: j.owner,
-            };
-            let status = if later.is_some() {
-                JobStatus::Pending
-            } else {
-                JobStatus::Queued
-            };
-            snaps.push((Snapshot::new(job, status, delivery_id(), now), later));
+            snaps.push(wire::first_state(j, now));
         }
         // Status first, so a consumer always finds the job's record.
         futures::future::try_join_all(snaps.iter().map(|(s, _)| inner.write_status(s))).await?;

@@ -14,14 +14,13 @@ use lapin::acker::Acker;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
 use lapin::Channel;
-use serde_json::Value;
 use tokio::sync::Mutex;
 
-use super::{now_ms, unavailable, Inner, MAX_VALUE_BYTES};
+use super::{now_ms, unavailable, Inner};
 use crate::error::{QueueError, Result};
 use crate::lease::{Heartbeat, Lease, LeaseOps};
 use crate::model::{JobId, JobStatus};
-use crate::statuslog::wire::{decode, delivery_id, JobMsg, Snapshot};
+use crate::statuslog::wire::{decode, delivery_id, report, JobMsg, Snapshot};
 
 /// First wait of an idle stream before it looks again; doubles to
 /// [`IDLE_MAX`]. A publish in this process wakes it at once.
@@ -365,16 +364,6 @@ fn holds(snap: &Snapshot, token: &str) -> bool {
     snap.status == JobStatus::Processing && snap.lease.as_deref() == Some(token)
 }
 
-fn json(bytes: &[u8], what: &str) -> Result<Value> {
-    if bytes.len() > MAX_VALUE_BYTES {
-        return Err(QueueError::TooLarge(format!(
-            "{what} of {} bytes exceeds {MAX_VALUE_BYTES}",
-            bytes.len()
-        )));
-    }
-    serde_json::from_slice(bytes).map_err(|e| QueueError::InvalidArgument(format!("{what}: {e}")))
-}
-
 impl RabbitLease {
     /// The job's record while this lease still holds it.
     fn current(&self, held: &Held) -> Result<(Snapshot, bool)> {
@@ -393,7 +382,7 @@ impl RabbitLease {
 #[async_trait]
 impl LeaseOps for RabbitLease {
     async fn complete(&self, result: Vec<u8>) -> Result<bool> {
-        let result = json(&result, "result")?;
+        let result = report(&result, "result")?;
         let mut held = self.held.lock().await;
         let (mut snap, cancel) = self.current(&held)?;
         let now = now_ms();
@@ -457,7 +446,7 @@ impl LeaseOps for RabbitLease {
     }
 
     async fn renew(&self, progress: Option<Vec<u8>>) -> Result<Heartbeat> {
-        let progress = progress.map(|p| json(&p, "progress")).transpose()?;
+        let progress = progress.map(|p| report(&p, "progress")).transpose()?;
         let mut held = self.held.lock().await;
         let (mut snap, cancel) = self.current(&held)?;
         let now = now_ms();

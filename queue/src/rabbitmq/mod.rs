@@ -47,20 +47,20 @@ use self::topology::{bucket_ms, Topology};
 use super::error::{QueueError, Result};
 use super::lease::RetryPolicy;
 use super::model::{
-    validate_batch, validate_job_types, CancelOutcome, Job, JobId, JobPage, JobRecord, JobStatus,
+    validate_batch, validate_job_types, CancelOutcome, JobId, JobPage, JobRecord, JobStatus,
     JobTypeStats, ListQuery, NewJob, WatchFilter,
 };
 use super::url::{QueueUrl, COMMON_PARAMS};
 use crate::api::{broadcast_watch, ConsumeOptions, EventStream, LeaseStream, Queue};
 use crate::statuslog::view::View;
 use crate::statuslog::wire::{
-    self, cancel_key, delivery_id, encode, plausible_id, status_key, JobMsg, Snapshot,
+    self, cancel_key, encode, plausible_id, status_key, JobMsg, Snapshot,
 };
 
 /// Queue-name prefix when the URL names none.
 pub const DEFAULT_PREFIX: &str = "docproc";
 /// Largest payload, result or progress report, in bytes.
-pub const MAX_VALUE_BYTES: usize = 1 << 20;
+pub const MAX_VALUE_BYTES: usize = wire::MAX_VALUE_BYTES;
 /// Most jobs in one publish call.
 pub const MAX_BATCH: usize = 1000;
 
@@ -336,16 +336,6 @@ impl Inner {
     }
 }
 
-fn payload_fits(job: &NewJob) -> Result<()> {
-    let size = serde_json::to_vec(&job.payload).map_or(0, |v| v.len());
-    if size > MAX_VALUE_BYTES {
-        return Err(QueueError::TooLarge(format!(
-            "payload of {size} bytes exceeds {MAX_VALUE_BYTES}"
-        )));
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl Queue for RabbitQueue {
     fn backend(&self) -> &'static str {
@@ -354,31 +344,13 @@ impl Queue for RabbitQueue {
 
     async fn publish(&self, jobs: Vec<NewJob>) -> Result<Vec<JobId>> {
         validate_batch(&jobs, MAX_BATCH)?;
-        jobs.iter().try_for_each(payload_fits)?;
+        jobs.iter().try_for_each(wire::payload_fits)?;
         let inner = &self.inner;
         let now = now_ms();
         let mut snaps = Vec::with_capacity(jobs.len());
         for j in jobs {
             inner.topo.job_type(&inner.publisher, &j.job_type).await?;
-            let later = j.run_at_ms.filter(|t| *t > now);
-            let job = Job {
-                job_id: wire::job_id(now),
-                job_type: j.job_type,
-                payload: j.payload,
-                priority: j.priority,
-                max_retries: j.max_retries,
-                timeout: j.timeout,
-                correlation_id: j.correlation_id,
-                callback_context: j.callback_context,
-                created_at_ms: now,
-                owner: j.owner,
-            };
-            let status = if later.is_some() {
-                JobStatus::Pending
-            } else {
-                JobStatus::Queued
-            };
-            snaps.push((Snapshot::new(job, status, delivery_id(), now), later));
+            snaps.push(wire::first_state(j, now));
         }
         // Status first, so a worker always finds the job's record.
         futures::future::try_join_all(snaps.iter().map(|(s, _)| inner.write_status(s))).await?;

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{QueueError, Result};
-use crate::model::{Job, JobEvent, JobId, JobRecord, JobStatus};
+use crate::model::{Job, JobEvent, JobId, JobRecord, JobStatus, NewJob};
 
 /// A job message on a job topic or the delayed topic.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -160,4 +160,53 @@ pub(crate) fn job_id(now_ms: u64) -> JobId {
 /// Whether `id` has the shape [`job_id`] makes.
 pub(crate) fn plausible_id(id: &JobId) -> bool {
     id.0.len() == 20 && id.0.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Largest payload, result or progress report, in bytes.
+pub(crate) const MAX_VALUE_BYTES: usize = 1 << 20;
+
+/// A published job's first state (id and creation time assigned; pending
+/// when it is due later) and when it is due, if later than `now`.
+pub(crate) fn first_state(j: NewJob, now: u64) -> (Snapshot, Option<u64>) {
+    let later = j.run_at_ms.filter(|t| *t > now);
+    let job = Job {
+        job_id: job_id(now),
+        job_type: j.job_type,
+        payload: j.payload,
+        priority: j.priority,
+        max_retries: j.max_retries,
+        timeout: j.timeout,
+        correlation_id: j.correlation_id,
+        callback_context: j.callback_context,
+        created_at_ms: now,
+        owner: j.owner,
+    };
+    let status = if later.is_some() {
+        JobStatus::Pending
+    } else {
+        JobStatus::Queued
+    };
+    (Snapshot::new(job, status, delivery_id(), now), later)
+}
+
+/// Refuses a job whose payload is larger than [`MAX_VALUE_BYTES`].
+pub(crate) fn payload_fits(job: &NewJob) -> Result<()> {
+    let size = serde_json::to_vec(&job.payload).map_or(0, |v| v.len());
+    if size > MAX_VALUE_BYTES {
+        return Err(QueueError::TooLarge(format!(
+            "payload of {size} bytes exceeds {MAX_VALUE_BYTES}"
+        )));
+    }
+    Ok(())
+}
+
+/// A worker's result or progress report as JSON, at most [`MAX_VALUE_BYTES`].
+pub(crate) fn report(bytes: &[u8], what: &str) -> Result<Value> {
+    if bytes.len() > MAX_VALUE_BYTES {
+        return Err(QueueError::TooLarge(format!(
+            "{what} of {} bytes exceeds {MAX_VALUE_BYTES}",
+            bytes.len()
+        )));
+    }
+    serde_json::from_slice(bytes).map_err(|e| QueueError::InvalidArgument(format!("{what}: {e}")))
 }
