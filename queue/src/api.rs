@@ -128,7 +128,7 @@ pub trait Queue: Send + Sync {
 /// A watch stream over a backend's broadcast of events, until `closed`
 /// turns true: `pick` turns each item into what the watcher gets (`None`
 /// skips it); a receiver that fell behind yields [`QueueError::Lagged`].
-#[cfg(any(feature = "redis", feature = "kafka"))]
+#[cfg(any(feature = "redis", feature = "kafka", feature = "rabbitmq"))]
 pub(crate) fn broadcast_watch<T, F>(
     rx: tokio::sync::broadcast::Receiver<T>,
     closed: tokio::sync::watch::Receiver<bool>,

@@ -70,13 +70,7 @@ pub fn kafka_brokers() -> Option<String> {
         }
     };
     let first = brokers.split(',').next().unwrap_or_default().to_string();
-    let reachable = std::net::ToSocketAddrs::to_socket_addrs(&first.as_str())
-        .ok()
-        .and_then(|mut a| a.next())
-        .is_some_and(|a| {
-            std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(2)).is_ok()
-        });
-    match reachable {
+    match accepts(&first) {
         true => Some(brokers),
         false if std::env::var_os("CI").is_some() => {
             panic!("CI is set but the Kafka broker at {first} does not accept connections")
@@ -98,13 +92,7 @@ pub fn amqp_url() -> Option<String> {
     let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
     let hostport = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
     let hostport = hostport.split(['/', '?']).next().unwrap_or_default();
-    let reachable = std::net::ToSocketAddrs::to_socket_addrs(hostport)
-        .ok()
-        .and_then(|mut a| a.next())
-        .is_some_and(|a| {
-            std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(2)).is_ok()
-        });
-    match reachable {
+    match accepts(hostport) {
         true => Some(url),
         false if std::env::var_os("CI").is_some() => {
             panic!("CI is set but RabbitMQ at {hostport} does not accept connections; `make test` starts it")
@@ -114,4 +102,14 @@ pub fn amqp_url() -> Option<String> {
             None
         }
     }
+}
+
+/// Whether `HOST:PORT` accepts a TCP connection within 2 s.
+fn accepts(hostport: &str) -> bool {
+    std::net::ToSocketAddrs::to_socket_addrs(hostport)
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| {
+            std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(2)).is_ok()
+        })
 }

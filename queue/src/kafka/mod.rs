@@ -52,11 +52,9 @@ use super::model::{
     JobTypeStats, ListQuery, NewJob, WatchFilter,
 };
 use super::url::{QueueUrl, COMMON_PARAMS};
-use crate::api::{broadcast_watch, ConsumeOptions, EventStream, LeaseStream, Queue};
+use crate::api::{ConsumeOptions, EventStream, LeaseStream, Queue};
 use crate::statuslog::view::View;
-use crate::statuslog::wire::{
-    self, cancel_key, delivery_id, encode, plausible_id, status_key, JobMsg, Snapshot,
-};
+use crate::statuslog::wire::{self, cancel_key, delivery_id, encode, status_key, JobMsg, Snapshot};
 
 /// Topic prefix when the URL names none.
 pub const DEFAULT_PREFIX: &str = "docproc";
@@ -553,14 +551,7 @@ impl Queue for KafkaQueue {
     }
 
     async fn get(&self, id: &JobId) -> Result<JobRecord> {
-        if !plausible_id(id) {
-            return Err(QueueError::NotFound(id.clone()));
-        }
-        self.inner
-            .view
-            .get(id)
-            .map(|(s, cancel)| s.record(cancel))
-            .ok_or_else(|| QueueError::NotFound(id.clone()))
+        self.inner.view.record(id)
     }
 
     async fn cancel(&self, id: &JobId) -> Result<CancelOutcome> {
@@ -601,11 +592,7 @@ impl Queue for KafkaQueue {
     }
 
     async fn watch(&self, filter: WatchFilter) -> Result<EventStream> {
-        let rx = self.inner.view.subscribe();
-        let closed = self.inner.closed.subscribe();
-        Ok(broadcast_watch(rx, closed, move |e| {
-            filter.matches(&e).then_some(Ok(e))
-        }))
+        Ok(self.inner.view.watch(filter, self.inner.closed.subscribe()))
     }
 
     async fn close(&self) {

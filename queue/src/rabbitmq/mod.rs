@@ -51,11 +51,9 @@ use super::model::{
     JobTypeStats, ListQuery, NewJob, WatchFilter,
 };
 use super::url::{QueueUrl, COMMON_PARAMS};
-use crate::api::{broadcast_watch, ConsumeOptions, EventStream, LeaseStream, Queue};
+use crate::api::{ConsumeOptions, EventStream, LeaseStream, Queue};
 use crate::statuslog::view::View;
-use crate::statuslog::wire::{
-    self, cancel_key, encode, plausible_id, status_key, JobMsg, Snapshot,
-};
+use crate::statuslog::wire::{self, cancel_key, encode, status_key, JobMsg, Snapshot};
 
 /// Queue-name prefix when the URL names none.
 pub const DEFAULT_PREFIX: &str = "docproc";
@@ -392,14 +390,7 @@ impl Queue for RabbitQueue {
     }
 
     async fn get(&self, id: &JobId) -> Result<JobRecord> {
-        if !plausible_id(id) {
-            return Err(QueueError::NotFound(id.clone()));
-        }
-        self.inner
-            .view
-            .get(id)
-            .map(|(s, cancel)| s.record(cancel))
-            .ok_or_else(|| QueueError::NotFound(id.clone()))
+        self.inner.view.record(id)
     }
 
     async fn cancel(&self, id: &JobId) -> Result<CancelOutcome> {
@@ -434,11 +425,7 @@ impl Queue for RabbitQueue {
     }
 
     async fn watch(&self, filter: WatchFilter) -> Result<EventStream> {
-        let rx = self.inner.view.subscribe();
-        let closed = self.inner.closed.subscribe();
-        Ok(broadcast_watch(rx, closed, move |e| {
-            filter.matches(&e).then_some(Ok(e))
-        }))
+        Ok(self.inner.view.watch(filter, self.inner.closed.subscribe()))
     }
 
     /// Closes the connection: messages still held go back to their queues.

@@ -7,11 +7,12 @@ use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::broadcast;
 
-use super::wire::{decode, Snapshot};
+use super::wire::{decode, plausible_id, Snapshot};
+use crate::api::{broadcast_watch, EventStream};
 use crate::error::{QueueError, Result};
 use crate::model::{
-    legacy_owner, Counters, JobEvent, JobId, JobPage, JobStatus, JobTypeStats, ListQuery, Priority,
-    PriorityDepth,
+    legacy_owner, Counters, JobEvent, JobId, JobPage, JobRecord, JobStatus, JobTypeStats,
+    ListQuery, Priority, PriorityDepth, WatchFilter,
 };
 
 #[derive(Default)]
@@ -85,8 +86,25 @@ impl View {
             .map(|s| (s.clone(), st.cancels.contains(id)))
     }
 
-    pub(crate) fn subscribe(&self) -> broadcast::Receiver<JobEvent> {
-        self.events.subscribe()
+    /// The job as the queue trait shows it (`get`); an id of another
+    /// shape is not found without a lookup.
+    pub(crate) fn record(&self, id: &JobId) -> Result<JobRecord> {
+        plausible_id(id)
+            .then(|| self.get(id))
+            .flatten()
+            .map(|(s, cancel)| s.record(cancel))
+            .ok_or_else(|| QueueError::NotFound(id.clone()))
+    }
+
+    /// The changes `filter` matches, from now until `closed` (`watch`).
+    pub(crate) fn watch(
+        &self,
+        filter: WatchFilter,
+        closed: tokio::sync::watch::Receiver<bool>,
+    ) -> EventStream {
+        broadcast_watch(self.events.subscribe(), closed, move |e| {
+            filter.matches(&e).then_some(Ok(e))
+        })
     }
 
     /// Final jobs that finished before `before_ms`.
