@@ -124,33 +124,63 @@ impl Signer {
 }
 
 /// The configured secret, or the one kept in `path` (made on first use,
-/// readable by the owner only).
+/// readable by the owner only). Processes sharing a data directory (the
+/// web process and workers of one deployment) starting at once agree on one
+/// secret: each writes its candidate to a file of its own and links it to
+/// `path`, which only the first can do; the others read the winner's.
 pub fn load_or_create_secret(configured: Option<&str>, path: &Path) -> Result<String, NotifyError> {
     if let Some(s) = configured {
         return Ok(s.trim().to_string());
     }
-    match std::fs::read_to_string(path) {
-        Ok(s) => return Ok(s.trim().to_string()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(NotifyError::Io(e)),
+    if let Some(s) = read_secret(path)? {
+        return Ok(s);
     }
     let secret = Signer::generate();
-    let tmp = path.with_extension("tmp");
-    {
-        use std::io::Write;
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts.open(&tmp)?;
-        f.write_all(secret.as_bytes())?;
-        f.sync_all()?;
+    let tmp = path.with_extension(format!(
+        "tmp.{}.{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let made = write_candidate(&tmp, &secret).and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    match made {
+        Ok(()) => {
+            if let Some(dir) = path.parent() {
+                crate::durable::sync_dir(dir)?;
+            }
+            tracing::info!(path = %path.display(), "made a webhook signing secret");
+            Ok(secret)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            read_secret(path)?.ok_or_else(|| {
+                NotifyError::Io(std::io::Error::other(format!(
+                    "{} is empty",
+                    path.display()
+                )))
+            })
+        }
+        Err(e) => Err(NotifyError::Io(e)),
     }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        crate::durable::sync_dir(dir)?;
+}
+
+/// The secret kept in `path`, if there is one.
+fn read_secret(path: &Path) -> Result<Option<String>, NotifyError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s.trim().to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(NotifyError::Io(e)),
     }
-    tracing::info!(path = %path.display(), "made a webhook signing secret");
-    Ok(secret)
+}
+
+/// Writes a candidate secret, whole and synced, before it may be linked.
+fn write_candidate(tmp: &Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(tmp)?;
+    f.write_all(secret.as_bytes())?;
+    f.sync_all()
 }
 
 /// What a `webhook_delivery` job carries.
@@ -515,6 +545,29 @@ mod tests {
             load_or_create_secret(Some("whsec_x"), &path).unwrap(),
             "whsec_x"
         );
+    }
+
+    #[test]
+    fn processes_starting_at_once_agree_on_one_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("webhook-secret");
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let made: Vec<String> = (0..8)
+            .map(|_| {
+                let (path, barrier) = (path.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    load_or_create_secret(None, &path).unwrap()
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        let kept = std::fs::read_to_string(&path).unwrap();
+        assert!(made.iter().all(|s| *s == kept), "{made:?} vs {kept}");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "no candidate files are left behind");
     }
 
     #[test]
