@@ -116,10 +116,12 @@ pub trait Queue: Send + Sync {
         None
     }
 
-    /// When the backend's storage runs in this process (the embedded
-    /// broker): turns `Some(reason)` once a write or sync failed and the
-    /// storage refuses every later write. `None`: nothing here can fail
-    /// that way (a remote backend's failures come back as errors).
+    /// Turns `Some(reason)` once the queue can do no more work and the
+    /// process should stop (to be started again by its supervisor): the
+    /// embedded broker's storage after a failed write or sync, or an
+    /// adapter's connection it does not re-establish (`amqp://`). `None`:
+    /// nothing here fails that way (the other remote backends reconnect, and
+    /// their failures come back as errors).
     fn storage_failure(&self) -> Option<tokio::sync::watch::Receiver<Option<String>>> {
         None
     }

@@ -16,6 +16,7 @@ use super::feed::{Track, STATUS_WAIT_MS};
 use super::{now_ms, Inner};
 use crate::error::Result;
 use crate::model::JobStatus;
+use crate::statuslog::settle::StatusLog;
 use crate::statuslog::wire::{decode, JobMsg};
 
 struct Waiting {

@@ -20,6 +20,7 @@ use super::{now_ms, Inner};
 use crate::error::{QueueError, Result};
 use crate::lease::Lease;
 use crate::model::{JobId, JobStatus};
+use crate::statuslog::settle::StatusLog;
 use crate::statuslog::wire::{decode, delivery_id, JobMsg, Snapshot};
 
 /// Messages buffered per priority before that priority's partitions pause.

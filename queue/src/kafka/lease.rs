@@ -13,7 +13,8 @@ use super::{now_ms, Inner};
 use crate::error::{QueueError, Result};
 use crate::lease::{Heartbeat, Lease, LeaseOps};
 use crate::model::{Job, JobId, JobStatus};
-use crate::statuslog::wire::{delivery_id, report, JobMsg};
+use crate::statuslog::settle::StatusLog;
+use crate::statuslog::wire::report;
 
 struct KafkaLease {
     inner: Arc<Inner>,
@@ -66,59 +67,22 @@ impl LeaseOps for KafkaLease {
         let result = report(&result, "result")?;
         let (topic, partition, offset) = self.check()?;
         let (mut snap, cancel) = self.snapshot()?;
-        let now = now_ms();
-        if cancel {
-            self.inner
-                .finish(&mut snap, JobStatus::Cancelled, now)
-                .await?;
-        } else {
-            snap.result = Some(result);
-            snap.error = None;
-            self.inner
-                .finish(&mut snap, JobStatus::Completed, now)
-                .await?;
-        }
+        let cancelled = self
+            .inner
+            .complete(&mut snap, cancel, result, now_ms())
+            .await?;
         self.feed.release(&self.id);
         self.feed.done(&topic, partition, offset);
-        Ok(cancel)
+        Ok(cancelled)
     }
 
     async fn fail(&self, error: &str, retry_after: Option<Duration>) -> Result<JobStatus> {
         let (topic, partition, offset) = self.check()?;
         let (mut snap, cancel) = self.snapshot()?;
-        let now = now_ms();
-        snap.error = Some(error.to_string());
-        let status = if cancel {
-            self.inner
-                .finish(&mut snap, JobStatus::Cancelled, now)
-                .await?;
-            JobStatus::Cancelled
-        } else if retry_after.is_none() || snap.attempts > snap.job.max_retries {
-            self.inner.finish(&mut snap, JobStatus::Failed, now).await?;
-            JobStatus::Failed
-        } else {
-            let delay = retry_after.unwrap_or_default().as_millis() as u64;
-            let delivery = delivery_id();
-            // The retry message first: if this process dies before the
-            // status is written, the job's own message is fetched again.
-            self.inner
-                .send_delayed(&JobMsg {
-                    job: snap.job.clone(),
-                    delivery: delivery.clone(),
-                    attempt: snap.attempts + 1,
-                    due_ms: Some(now + delay),
-                })
-                .await?;
-            snap.rev += 1;
-            snap.status = JobStatus::Retrying;
-            snap.retries += 1;
-            snap.delivery = delivery;
-            snap.leased_at = None;
-            snap.deadline_ms = None;
-            snap.updated_at_ms = now;
-            self.inner.write_status(&snap).await?;
-            JobStatus::Retrying
-        };
+        let status = self
+            .inner
+            .fail(&mut snap, cancel, error, retry_after, now_ms())
+            .await?;
         self.feed.release(&self.id);
         self.feed.done(&topic, partition, offset);
         Ok(status)
@@ -128,15 +92,7 @@ impl LeaseOps for KafkaLease {
         let progress = progress.map(|p| report(&p, "progress")).transpose()?;
         self.check()?;
         let (mut snap, cancel) = self.snapshot()?;
-        let now = now_ms();
-        let deadline_ms = now + snap.job.timeout.as_millis() as u64;
-        snap.rev += 1;
-        snap.deadline_ms = Some(deadline_ms);
-        snap.updated_at_ms = now;
-        if let Some(p) = progress {
-            snap.progress = Some(p);
-        }
-        self.inner.write_status(&snap).await?;
+        let deadline_ms = self.inner.renew(&mut snap, progress, now_ms()).await?;
         self.feed.extend(&self.id, deadline_ms);
         Ok(Heartbeat {
             cancelled: cancel,

@@ -53,6 +53,7 @@ use super::model::{
 };
 use super::url::{QueueUrl, COMMON_PARAMS};
 use crate::api::{ConsumeOptions, EventStream, LeaseStream, Queue};
+use crate::statuslog::settle::StatusLog;
 use crate::statuslog::view::View;
 use crate::statuslog::wire::{self, cancel_key, delivery_id, encode, status_key, JobMsg, Snapshot};
 
@@ -357,31 +358,6 @@ impl Inner {
             .map_err(|(e, _)| unavailable("send", e))
     }
 
-    /// Writes a job's state and takes it into this process's view.
-    async fn write_status(&self, snap: &Snapshot) -> Result<()> {
-        let bytes = encode(snap)?;
-        self.send(
-            &self.status_topic(),
-            &status_key(&snap.job.job_id),
-            Some(&bytes),
-            None,
-        )
-        .await?;
-        self.view.apply(snap.clone());
-        Ok(())
-    }
-
-    /// Ends a job in a final status.
-    async fn finish(&self, snap: &mut Snapshot, to: JobStatus, now: u64) -> Result<()> {
-        snap.rev += 1;
-        snap.status = to;
-        snap.completed_at_ms = Some(now);
-        snap.updated_at_ms = now;
-        snap.leased_at = None;
-        snap.deadline_ms = None;
-        self.write_status(snap).await
-    }
-
     /// Sends a job message to its job topic.
     async fn send_job(&self, msg: &JobMsg) -> Result<()> {
         let topics = self.job_topics(&msg.job.job_type);
@@ -389,17 +365,6 @@ impl Inner {
         let topic = &topics[msg.job.priority.level() as usize];
         self.send(
             topic,
-            &msg.job.job_id.0,
-            Some(&encode(msg)?),
-            Some(msg.attempt),
-        )
-        .await
-    }
-
-    /// Sends a job message to the delayed topic.
-    async fn send_delayed(&self, msg: &JobMsg) -> Result<()> {
-        self.send(
-            &self.delayed_topic(),
             &msg.job.job_id.0,
             Some(&encode(msg)?),
             Some(msg.attempt),
@@ -455,6 +420,33 @@ impl Inner {
         let f = Feed::start(self, job_type)?;
         feeds.insert(job_type.to_string(), f.clone());
         Ok(f)
+    }
+}
+
+#[async_trait]
+impl StatusLog for Inner {
+    async fn write_status(&self, snap: &Snapshot) -> Result<()> {
+        let bytes = encode(snap)?;
+        self.send(
+            &self.status_topic(),
+            &status_key(&snap.job.job_id),
+            Some(&bytes),
+            None,
+        )
+        .await?;
+        self.view.apply(snap.clone());
+        Ok(())
+    }
+
+    /// Through the delayed topic.
+    async fn send_delayed(&self, msg: &JobMsg) -> Result<()> {
+        self.send(
+            &self.delayed_topic(),
+            &msg.job.job_id.0,
+            Some(&encode(msg)?),
+            Some(msg.attempt),
+        )
+        .await
     }
 }
 

@@ -20,6 +20,7 @@ use super::{now_ms, unavailable, Inner};
 use crate::error::{QueueError, Result};
 use crate::lease::{Heartbeat, Lease, LeaseOps};
 use crate::model::{JobId, JobStatus};
+use crate::statuslog::settle::StatusLog;
 use crate::statuslog::wire::{decode, delivery_id, report, JobMsg, Snapshot};
 
 /// First wait of an idle stream before it looks again; doubles to
@@ -385,60 +386,23 @@ impl LeaseOps for RabbitLease {
         let result = report(&result, "result")?;
         let mut held = self.held.lock().await;
         let (mut snap, cancel) = self.current(&held)?;
-        let now = now_ms();
-        if cancel {
-            self.inner
-                .finish(&mut snap, JobStatus::Cancelled, now)
-                .await?;
-        } else {
-            snap.result = Some(result);
-            snap.error = None;
-            self.inner
-                .finish(&mut snap, JobStatus::Completed, now)
-                .await?;
-        }
+        let cancelled = self
+            .inner
+            .complete(&mut snap, cancel, result, now_ms())
+            .await?;
         held.done = true;
         drop(held);
         settle(&self.acker, true).await;
-        Ok(cancel)
+        Ok(cancelled)
     }
 
     async fn fail(&self, error: &str, retry_after: Option<Duration>) -> Result<JobStatus> {
         let mut held = self.held.lock().await;
         let (mut snap, cancel) = self.current(&held)?;
-        let now = now_ms();
-        snap.error = Some(error.to_string());
-        let status = if cancel {
-            self.inner
-                .finish(&mut snap, JobStatus::Cancelled, now)
-                .await?;
-            JobStatus::Cancelled
-        } else if retry_after.is_none() || snap.attempts > snap.job.max_retries {
-            self.inner.finish(&mut snap, JobStatus::Failed, now).await?;
-            JobStatus::Failed
-        } else {
-            let delay = retry_after.unwrap_or_default().as_millis() as u64;
-            let next = delivery_id();
-            // The retry message first: if this process dies before the
-            // status is written, the held message is redelivered instead.
-            self.inner
-                .send_delayed(&JobMsg {
-                    job: snap.job.clone(),
-                    delivery: next.clone(),
-                    attempt: snap.attempts + 1,
-                    due_ms: Some(now + delay),
-                })
-                .await?;
-            snap.rev += 1;
-            snap.status = JobStatus::Retrying;
-            snap.lease = None;
-            snap.retries += 1;
-            snap.delivery = next;
-            snap.deadline_ms = None;
-            snap.updated_at_ms = now;
-            self.inner.write_status(&snap).await?;
-            JobStatus::Retrying
-        };
+        let status = self
+            .inner
+            .fail(&mut snap, cancel, error, retry_after, now_ms())
+            .await?;
         held.done = true;
         drop(held);
         settle(&self.acker, true).await;
@@ -449,15 +413,7 @@ impl LeaseOps for RabbitLease {
         let progress = progress.map(|p| report(&p, "progress")).transpose()?;
         let mut held = self.held.lock().await;
         let (mut snap, cancel) = self.current(&held)?;
-        let now = now_ms();
-        let deadline_ms = now + snap.job.timeout.as_millis() as u64;
-        snap.rev += 1;
-        snap.deadline_ms = Some(deadline_ms);
-        snap.updated_at_ms = now;
-        if let Some(p) = progress {
-            snap.progress = Some(p);
-        }
-        self.inner.write_status(&snap).await?;
+        let deadline_ms = self.inner.renew(&mut snap, progress, now_ms()).await?;
         held.deadline_ms = deadline_ms;
         Ok(Heartbeat {
             cancelled: cancel,

@@ -52,6 +52,7 @@ use super::model::{
 };
 use super::url::{QueueUrl, COMMON_PARAMS};
 use crate::api::{ConsumeOptions, EventStream, LeaseStream, Queue};
+use crate::statuslog::settle::StatusLog;
 use crate::statuslog::view::View;
 use crate::statuslog::wire::{self, cancel_key, encode, status_key, JobMsg, Snapshot};
 
@@ -87,6 +88,30 @@ pub(crate) struct Inner {
     /// Woken when this process puts a job in a job queue.
     wake: Arc<Notify>,
     closed: watch::Sender<bool>,
+    /// Why the queue can do no more work (see [`Inner::lose`]).
+    lost: watch::Sender<Option<String>>,
+}
+
+impl Inner {
+    /// Records that the queue can do no more work: its connection is gone
+    /// (lapin does not reconnect) or its view stopped following the status
+    /// stream, so it would answer from stale state. The server stops on this
+    /// as on a failed embedded store, for its supervisor to start it again;
+    /// RabbitMQ has already handed the jobs this process held to others.
+    /// Nothing is recorded after [`Queue::close`].
+    pub(super) fn lose(&self, reason: String) {
+        if *self.closed.borrow() {
+            return;
+        }
+        self.lost.send_if_modified(|lost| {
+            if lost.is_some() {
+                return false;
+            }
+            tracing::error!(error = %reason, "rabbitmq: the queue stops working");
+            *lost = Some(reason);
+            true
+        });
+    }
 }
 
 /// The RabbitMQ adapter.
@@ -146,7 +171,9 @@ pub async fn open(u: &QueueUrl) -> Result<RabbitQueue> {
         Duration::from_secs(15),
         Connection::connect(
             &cfg.uri,
-            ConnectionProperties::default().with_connection_name("docproc".into()),
+            ConnectionProperties::default().with_connection_name(
+                format!("docproc {prefix} pid {}", std::process::id()).into(),
+            ),
         ),
     )
     .await
@@ -170,6 +197,13 @@ pub async fn open(u: &QueueUrl) -> Result<RabbitQueue> {
         view: Arc::new(View::new()),
         wake: Arc::new(Notify::new()),
         closed: watch::channel(false).0,
+        lost: watch::channel(None).0,
+    });
+    let owner = Arc::downgrade(&inner);
+    inner.conn.on_error(move |e| {
+        if let Some(inner) = owner.upgrade() {
+            inner.lose(format!("rabbitmq connection lost: {e}"));
+        }
     });
     let reader = inner
         .conn
@@ -184,7 +218,7 @@ pub async fn open(u: &QueueUrl) -> Result<RabbitQueue> {
         inner.view.clone(),
         token.clone(),
         marker,
-        inner.closed.subscribe(),
+        Arc::downgrade(&inner),
     ));
     if let Err(e) = status::catch_up(&inner, &token, read_back).await {
         inner.closed.send_replace(true);
@@ -271,25 +305,6 @@ impl Inner {
         confirmed("status write", sent).await
     }
 
-    /// Writes a job's state and takes it into this process's view.
-    async fn write_status(&self, snap: &Snapshot) -> Result<()> {
-        self.log(&status_key(&snap.job.job_id), &encode(snap)?)
-            .await?;
-        self.view.apply(snap.clone());
-        Ok(())
-    }
-
-    /// Ends a job in a final status.
-    async fn finish(&self, snap: &mut Snapshot, to: JobStatus, now: u64) -> Result<()> {
-        snap.rev += 1;
-        snap.status = to;
-        snap.completed_at_ms = Some(now);
-        snap.updated_at_ms = now;
-        snap.deadline_ms = None;
-        snap.lease = None;
-        self.write_status(snap).await
-    }
-
     /// Publishes a job message to `exchange` for the job queue of its type
     /// and priority, and waits for the confirm.
     async fn send(&self, exchange: &str, msg: &JobMsg) -> Result<()> {
@@ -322,8 +337,18 @@ impl Inner {
         self.wake.notify_waiters();
         Ok(())
     }
+}
 
-    /// Sends a job message through the delay bucket of its due time.
+#[async_trait]
+impl StatusLog for Inner {
+    async fn write_status(&self, snap: &Snapshot) -> Result<()> {
+        self.log(&status_key(&snap.job.job_id), &encode(snap)?)
+            .await?;
+        self.view.apply(snap.clone());
+        Ok(())
+    }
+
+    /// Through the delay bucket of its due time.
     async fn send_delayed(&self, msg: &JobMsg) -> Result<()> {
         let delay = msg.due_ms.unwrap_or(0).saturating_sub(now_ms());
         self.topo
@@ -429,6 +454,12 @@ impl Queue for RabbitQueue {
     }
 
     /// Closes the connection: messages still held go back to their queues.
+    /// Turns `Some` when the connection to RabbitMQ is lost or the status
+    /// stream stops being read ([`Inner::lose`]).
+    fn storage_failure(&self) -> Option<watch::Receiver<Option<String>>> {
+        Some(self.inner.lost.subscribe())
+    }
+
     async fn close(&self) {
         if self.inner.closed.send_replace(true) {
             return;

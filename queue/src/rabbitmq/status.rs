@@ -4,7 +4,7 @@
 //! it has caught up when it reads back a marker it wrote itself.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -16,6 +16,7 @@ use tokio::sync::{oneshot, watch};
 use super::{now_ms, unavailable, Inner};
 use crate::error::{QueueError, Result};
 use crate::model::JobId;
+use crate::statuslog::settle::StatusLog;
 use crate::statuslog::view::{take, View};
 use crate::statuslog::wire::delivery_id;
 
@@ -24,7 +25,8 @@ const READ_AHEAD: u16 = 500;
 /// How often the maintenance pass runs.
 const MAINTAIN_EVERY: Duration = Duration::from_secs(60);
 
-/// Reads the status stream from its start into `view` until `closed`;
+/// Reads the status stream from its start into `view` until `owner` closes
+/// (a reader that stops before makes `owner` lost);
 /// `marker` is answered when the record keyed `m:TOKEN` is read.
 pub(super) async fn read(
     ch: Channel,
@@ -32,8 +34,17 @@ pub(super) async fn read(
     view: Arc<View>,
     token: String,
     marker: oneshot::Sender<Result<()>>,
-    mut closed: watch::Receiver<bool>,
+    owner: Weak<Inner>,
 ) {
+    let Some(mut closed) = owner.upgrade().map(|i| i.closed.subscribe()) else {
+        return;
+    };
+    // A reader that stops while the queue is open leaves the view behind.
+    let stopped = |why: String| {
+        if let Some(inner) = owner.upgrade() {
+            inner.lose(format!("rabbitmq status reader stopped: {why}"));
+        }
+    };
     let mut marker = Some(marker);
     let started = async {
         ch.basic_qos(READ_AHEAD, BasicQosOptions::default())
@@ -71,13 +82,16 @@ pub(super) async fn read(
         let d = match next {
             Some(Ok(d)) => d,
             Some(Err(e)) => {
-                tracing::warn!(error = %e, "rabbitmq status reader stopped");
+                stopped(e.to_string());
                 if let Some(m) = marker.take() {
                     let _ = m.send(Err(unavailable("status reader", e)));
                 }
                 return;
             }
-            None => return,
+            None => {
+                stopped("the stream's consumer ended".into());
+                return;
+            }
         };
         let key = d.properties.message_id().as_ref().map(|k| k.as_str());
         match key {

@@ -89,6 +89,13 @@ impl Snapshot {
         }
     }
 
+    /// Forgets the lease that held the job (it ended).
+    pub(crate) fn end_lease(&mut self) {
+        self.leased_at = None;
+        self.lease = None;
+        self.deadline_ms = None;
+    }
+
     /// As the queue trait shows it; `cancel` is whether a marker exists.
     pub(crate) fn record(&self, cancel: bool) -> JobRecord {
         JobRecord {

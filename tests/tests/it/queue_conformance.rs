@@ -327,6 +327,112 @@ mod rabbitmq {
     }
 
     docproc_tests::conformance_suite!(open);
+
+    /// Closes, from the RabbitMQ side, the connection of the queue whose
+    /// prefix is `prefix` (as an operator or a broker restart would);
+    /// `false` when `rabbitmqctl` is not on this machine.
+    fn close_connection_of(prefix: &str) -> bool {
+        let listed = std::process::Command::new("rabbitmqctl")
+            .args(["list_connections", "-q", "--no-table-headers"])
+            .args(["pid", "client_properties"])
+            .output();
+        let Ok(listed) = listed else {
+            return false;
+        };
+        assert!(listed.status.success(), "{listed:?}");
+        let want = format!("docproc {prefix} pid {}", std::process::id());
+        let text = String::from_utf8_lossy(&listed.stdout).to_string();
+        let pid = text
+            .lines()
+            .find_map(|l| l.split_once('\t').filter(|(_, props)| props.contains(&want)))
+            .map(|(n, _)| n.to_string())
+            .unwrap_or_else(|| panic!("no connection named {want:?} in {text}"));
+        let closed = std::process::Command::new("rabbitmqctl")
+            .args(["close_connection", &pid, "closed by the test"])
+            .output()
+            .expect("rabbitmqctl close_connection");
+        assert!(closed.status.success(), "{closed:?}");
+        true
+    }
+
+    /// lapin does not reconnect: a lost connection makes the queue report
+    /// itself failed (the server then stops, for its supervisor to restart
+    /// it) and its calls fail at once; the job it held goes back to
+    /// RabbitMQ and the next worker runs it as the next attempt.
+    #[tokio::test]
+    async fn a_lost_connection_stops_the_queue_and_its_job_runs_elsewhere() {
+        use docproc_queue::{ConsumeOptions, JobStatus, NewJob};
+        use futures::StreamExt;
+        use std::time::Duration;
+        let Some(server) = amqp_url() else { return };
+        let prefix = unique_prefix("lost").replace('.', "-");
+        let a = connect(&server, &prefix).await;
+        let failure = a
+            .storage_failure()
+            .expect("amqp:// reports a lost connection");
+        assert!(failure.borrow().is_none());
+        let t = "conf_lost";
+        let id = a
+            .publish_one(NewJob::new(t, serde_json::json!({"n": 1})))
+            .await
+            .expect("publish");
+        let mut leases = a
+            .consume(&[t.to_string()], ConsumeOptions::worker("a"))
+            .await
+            .expect("consume");
+        let held = leases.next().await.expect("a lease").expect("lease");
+        assert_eq!(held.attempt(), 1);
+        if !close_connection_of(&prefix) {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set but rabbitmqctl is missing"
+            );
+            eprintln!("skipped: no rabbitmqctl to close the connection with");
+            a.close().await;
+            let _ = a.destroy().await;
+            return;
+        }
+        let mut failure = failure;
+        let reason =
+            tokio::time::timeout(Duration::from_secs(30), failure.wait_for(|f| f.is_some()))
+                .await
+                .expect("the lost connection is reported within 30 s")
+                .expect("the queue is still there")
+                .clone()
+                .unwrap_or_default();
+        assert!(reason.contains("connection"), "{reason}");
+        let refused = tokio::time::timeout(
+            Duration::from_secs(10),
+            a.publish_one(NewJob::new(t, serde_json::json!({"n": 2}))),
+        )
+        .await
+        .expect("a publish on a lost connection answers at once");
+        assert!(refused.is_err(), "{refused:?}");
+        drop((held, leases));
+
+        let b = connect(&server, &prefix).await;
+        let mut leases = b
+            .consume(&[t.to_string()], ConsumeOptions::worker("b"))
+            .await
+            .expect("consume");
+        let again = tokio::time::timeout(Duration::from_secs(30), leases.next())
+            .await
+            .expect("the job comes back")
+            .expect("a lease")
+            .expect("lease");
+        assert_eq!(again.job().job_id, id);
+        assert_eq!(again.attempt(), 2, "the lost delivery counts");
+        again
+            .complete(serde_json::json!("done"))
+            .await
+            .expect("complete");
+        assert_eq!(b.get(&id).await.expect("get").status, JobStatus::Completed);
+        drop(leases);
+        for q in [a, b] {
+            q.close().await;
+            q.destroy().await.expect("cleanup");
+        }
+    }
 }
 
 #[tokio::test]

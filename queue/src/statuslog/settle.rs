@@ -1,0 +1,108 @@
+//! What a worker's answer does to a held job's state — complete, fail
+//! (retry, fail or cancel), renew — as both log-backed adapters apply it;
+//! each supplies how a state is written and a retry sent ([`StatusLog`]).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use super::wire::{delivery_id, JobMsg, Snapshot};
+use crate::error::Result;
+use crate::model::JobStatus;
+
+/// A log-backed adapter's writes, and the rules built on them.
+#[async_trait]
+pub(crate) trait StatusLog: Send + Sync {
+    /// Writes a job's state and takes it into this process's view.
+    async fn write_status(&self, snap: &Snapshot) -> Result<()>;
+
+    /// Sends a job message that is due at its `due_ms`.
+    async fn send_delayed(&self, msg: &JobMsg) -> Result<()>;
+
+    /// Ends a job in a final status.
+    async fn finish(&self, snap: &mut Snapshot, to: JobStatus, now: u64) -> Result<()> {
+        snap.rev += 1;
+        snap.status = to;
+        snap.completed_at_ms = Some(now);
+        snap.updated_at_ms = now;
+        snap.end_lease();
+        self.write_status(snap).await
+    }
+
+    /// A worker finished a held job: it is completed with `result`, or
+    /// cancelled when a cancel reached it meanwhile (answered `true`).
+    async fn complete(
+        &self,
+        snap: &mut Snapshot,
+        cancel: bool,
+        result: Value,
+        now: u64,
+    ) -> Result<bool> {
+        if cancel {
+            self.finish(snap, JobStatus::Cancelled, now).await?;
+        } else {
+            snap.result = Some(result);
+            snap.error = None;
+            self.finish(snap, JobStatus::Completed, now).await?;
+        }
+        Ok(cancel)
+    }
+
+    /// A held job's attempt failed: cancelled when a cancel reached it,
+    /// failed when no retry is asked for or none is left, else retried
+    /// after `retry_after` as a new delivery. The retry message is sent
+    /// before the state is written: if the process dies between the two,
+    /// the job's current message is delivered again instead.
+    async fn fail(
+        &self,
+        snap: &mut Snapshot,
+        cancel: bool,
+        error: &str,
+        retry_after: Option<Duration>,
+        now: u64,
+    ) -> Result<JobStatus> {
+        snap.error = Some(error.to_string());
+        let delay = match retry_after {
+            _ if cancel => {
+                self.finish(snap, JobStatus::Cancelled, now).await?;
+                return Ok(JobStatus::Cancelled);
+            }
+            Some(d) if snap.attempts <= snap.job.max_retries => d.as_millis() as u64,
+            _ => {
+                self.finish(snap, JobStatus::Failed, now).await?;
+                return Ok(JobStatus::Failed);
+            }
+        };
+        let delivery = delivery_id();
+        self.send_delayed(&JobMsg {
+            job: snap.job.clone(),
+            delivery: delivery.clone(),
+            attempt: snap.attempts + 1,
+            due_ms: Some(now + delay),
+        })
+        .await?;
+        snap.rev += 1;
+        snap.status = JobStatus::Retrying;
+        snap.retries += 1;
+        snap.delivery = delivery;
+        snap.updated_at_ms = now;
+        snap.end_lease();
+        self.write_status(snap).await?;
+        Ok(JobStatus::Retrying)
+    }
+
+    /// A worker renewed its lease (with progress, perhaps): the deadline
+    /// moves a job timeout from `now`; answers the new deadline.
+    async fn renew(&self, snap: &mut Snapshot, progress: Option<Value>, now: u64) -> Result<u64> {
+        let deadline_ms = now + snap.job.timeout.as_millis() as u64;
+        snap.rev += 1;
+        snap.deadline_ms = Some(deadline_ms);
+        snap.updated_at_ms = now;
+        if let Some(p) = progress {
+            snap.progress = Some(p);
+        }
+        self.write_status(snap).await?;
+        Ok(deadline_ms)
+    }
+}
