@@ -8,6 +8,7 @@
 #   Python's aiosmtpd (pip): the SMTP server the mail test starts.
 #   Chromium and ChromeDriver (Debian): the dashboard test's browser.
 #   strace (Debian): the durability test's witness.
+#   podman, podman-compose, runc (Debian): the deployment test.
 set -euo pipefail
 
 REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
@@ -86,3 +87,13 @@ if ! command -v strace >/dev/null 2>&1; then
 	echo "services: installing strace"
 	apt_install strace
 fi
+
+# The deployment test runs docker-compose.yml with Debian's podman and
+# podman-compose (runc: crun refuses machines with cgroups v1 and v2 mixed;
+# the dnsname plugin lets containers reach each other by service name).
+if ! command -v podman-compose >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1 \
+	|| [ ! -x /usr/lib/cni/dnsname ]; then
+	echo "services: installing podman, podman-compose, runc and the CNI dnsname plugin"
+	apt_install podman podman-compose runc golang-github-containernetworking-plugin-dnsname
+fi
+podman --version >/dev/null && echo "services: podman and podman-compose are installed"

@@ -311,6 +311,8 @@ fn type_stats(q: pb::QueueStats) -> JobTypeStats {
                 processing: p.leased,
                 retrying: p.retrying,
                 failed: p.dead,
+                oldest_queued_at_ms: (p.ready > 0 && p.oldest_ready_created_at_ms > 0)
+                    .then_some(p.oldest_ready_created_at_ms),
             })
             .collect(),
         counters: Counters {

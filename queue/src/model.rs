@@ -548,6 +548,11 @@ pub struct PriorityDepth {
     pub retrying: u64,
     /// Failed for good and still retained.
     pub failed: u64,
+    /// When the oldest job waiting for a worker (`queued`) was published,
+    /// in ms since the Unix epoch; `None` when none waits. Jobs scheduled
+    /// for later or waiting out a retry backoff are not counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_queued_at_ms: Option<u64>,
 }
 
 /// Lifetime counts of one job type.
@@ -584,6 +589,15 @@ impl JobTypeStats {
     /// Sum of one depth over every priority.
     pub fn total(&self, f: impl Fn(&PriorityDepth) -> u64) -> u64 {
         self.priorities.iter().map(f).sum()
+    }
+
+    /// When the oldest job of any priority waiting for a worker was
+    /// published (ms since the Unix epoch).
+    pub fn oldest_queued_at_ms(&self) -> Option<u64> {
+        self.priorities
+            .iter()
+            .filter_map(|p| p.oldest_queued_at_ms)
+            .min()
     }
 }
 

@@ -3,6 +3,7 @@
 mod broker_cmd;
 mod cli_settings;
 mod client_cmd;
+mod health_cmd;
 mod serve_cmd;
 
 use clap::{Parser, Subcommand};
@@ -41,6 +42,9 @@ enum Command {
     Stats(client_cmd::StatsArgs),
     /// List failed (dead) jobs.
     Dead(client_cmd::DeadArgs),
+    /// Probe a running server, worker or broker (for container health
+    /// checks): exit 0 when it serves.
+    Health(health_cmd::HealthArgs),
     /// Manage API keys.
     #[command(subcommand)]
     Key(KeyCommand),
@@ -106,6 +110,7 @@ fn main() -> anyhow::Result<()> {
             Command::Cancel(a) => client_cmd::cancel(a).await,
             Command::Stats(a) => client_cmd::stats(a).await,
             Command::Dead(a) => client_cmd::dead(a).await,
+            Command::Health(a) => health_cmd::run(a).await,
             Command::Extract(_) | Command::Key(_) => Ok(()),
         }
     })

@@ -150,6 +150,9 @@ pub struct Snapshot {
     pub websockets: Option<u64>,
     /// HTTP connections open now and refused at the cap since start.
     pub connections: Option<(u64, u64)>,
+    /// When the snapshot was taken (ms since the Unix epoch): ages are
+    /// measured from it.
+    pub now_ms: u64,
 }
 
 impl Metrics {
@@ -272,6 +275,23 @@ impl Metrics {
                         );
                     }
                 }
+            }
+            help(
+                &mut out,
+                "docproc_queue_oldest_age_seconds",
+                "gauge",
+                "Age of the oldest job waiting for a worker (queued), by type; 0 when none waits.",
+            );
+            for t in stats {
+                let age_ms = t
+                    .oldest_queued_at_ms()
+                    .map_or(0, |at| snap.now_ms.saturating_sub(at));
+                let _ = writeln!(
+                    out,
+                    "docproc_queue_oldest_age_seconds{{job_type=\"{}\"}} {}",
+                    esc(&t.job_type),
+                    age_ms as f64 / 1000.0
+                );
             }
             help(&mut out, "docproc_jobs_total", "counter", "Job transitions by type since the queue was created (as the queue backend counts them).");
             for t in stats {
@@ -526,6 +546,45 @@ mod tests {
         assert!(text.contains("docproc_job_duration_seconds_bucket{job_type=\"pdf\",le=\"1\"} 0"));
         assert!(text.contains("docproc_job_duration_seconds_count{job_type=\"pdf\"} 1"));
         assert!(text.contains("docproc_up 0"));
+    }
+
+    #[test]
+    fn the_oldest_waiting_job_is_aged_from_the_snapshot_time() {
+        use docproc_queue::{JobTypeStats, PriorityDepth};
+        let depth = |priority, queued, oldest_queued_at_ms| PriorityDepth {
+            priority,
+            queued,
+            oldest_queued_at_ms,
+            ..Default::default()
+        };
+        let snap = Snapshot {
+            queue: Some(vec![
+                JobTypeStats {
+                    job_type: "pdf".into(),
+                    priorities: vec![
+                        depth(Priority::High, 1, Some(9_000)),
+                        depth(Priority::Low, 4, Some(7_500)),
+                    ],
+                    ..Default::default()
+                },
+                JobTypeStats {
+                    job_type: "excel".into(),
+                    priorities: vec![depth(Priority::Normal, 0, None)],
+                    ..Default::default()
+                },
+            ]),
+            now_ms: 10_000,
+            ..Default::default()
+        };
+        let text = Metrics::default().render(&snap);
+        assert!(
+            text.contains("docproc_queue_oldest_age_seconds{job_type=\"pdf\"} 2.5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("docproc_queue_oldest_age_seconds{job_type=\"excel\"} 0\n"),
+            "{text}"
+        );
     }
 
     #[test]

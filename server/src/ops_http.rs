@@ -52,6 +52,7 @@ async fn metrics(State(st): State<OpsState>, headers: HeaderMap) -> Response {
         workers: st.workers.as_ref().map(|w| w.gauges()).unwrap_or_default(),
         scaling: st.workers.as_ref().map(|w| w.scaling()).unwrap_or_default(),
         fsync: st.queue.fsync_latency(),
+        now_ms: crate::time::now_ms(),
         websockets: None,
         connections: None,
     };

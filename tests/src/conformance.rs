@@ -498,6 +498,24 @@ pub async fn stats_match_what_was_done(h: Box<dyn Harness>) {
         (6, 3, 1, 1, 1)
     );
     assert_eq!(st.total(|d| d.queued), 2);
+    // How long the backlog has waited: the publish time of the oldest
+    // queued job per priority (what autoscalers read as its age).
+    let created = |i: usize| {
+        let q = q.clone();
+        let id = ids[i].clone();
+        async move { q.get(&id).await.expect("get").job.created_at_ms }
+    };
+    let oldest = |p: Priority| {
+        st.priorities
+            .iter()
+            .find(|d| d.priority == p)
+            .and_then(|d| d.oldest_queued_at_ms)
+    };
+    let (high, low) = (created(3).await, created(4).await);
+    assert_eq!(oldest(Priority::High), Some(high), "high 3 waits");
+    assert_eq!(oldest(Priority::Low), Some(low), "low 4 waits");
+    assert_eq!(oldest(Priority::Urgent), None, "nothing urgent waits");
+    assert_eq!(st.oldest_queued_at_ms(), Some(high.min(low)));
     held.fail("again").await.expect("fail");
     let st = q.stats().await.expect("stats");
     let c = &st.iter().find(|s| s.job_type == t).expect("stats").counters;

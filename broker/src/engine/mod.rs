@@ -491,10 +491,19 @@ impl Broker {
         match queue {
             Some(q) => {
                 keys::validate_queue(q)?;
-                Ok(st.queues.get(q).map(|qs| qs.stats(q)).into_iter().collect())
+                Ok(st
+                    .queues
+                    .get(q)
+                    .map(|qs| qs.stats(q, &st.jobs))
+                    .into_iter()
+                    .collect())
             }
             None => {
-                let mut all: Vec<QueueStats> = st.queues.iter().map(|(n, q)| q.stats(n)).collect();
+                let mut all: Vec<QueueStats> = st
+                    .queues
+                    .iter()
+                    .map(|(n, q)| q.stats(n, &st.jobs))
+                    .collect();
                 all.sort_by(|a, b| a.queue.cmp(&b.queue));
                 Ok(all)
             }

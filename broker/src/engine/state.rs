@@ -128,7 +128,9 @@ impl QueueState {
         Some(p)
     }
 
-    pub(crate) fn stats(&self, name: &str) -> QueueStats {
+    /// Counts per priority; `jobs` gives the publish time of each level's
+    /// oldest ready message (the first of its set: ids ascend with time).
+    pub(crate) fn stats(&self, name: &str, jobs: &HashMap<u64, Status>) -> QueueStats {
         let mut prios: BTreeSet<u8> = self.ready.keys().copied().collect();
         prios.extend(self.levels.keys().copied());
         let priorities = prios
@@ -139,6 +141,12 @@ impl QueueState {
                 PriorityStats {
                     priority: u32::from(p),
                     ready: self.ready.get(&p).map_or(0, |s| s.len() as u64),
+                    oldest_ready_created_at_ms: self
+                        .ready
+                        .get(&p)
+                        .and_then(|s| s.first())
+                        .and_then(|id| jobs.get(id))
+                        .map_or(0, |s| s.created_at_ms),
                     delayed: l.delayed,
                     retrying: l.retrying,
                     leased: l.leased,

@@ -144,7 +144,7 @@ pub(super) async fn stats(inner: &Inner) -> Result<Vec<JobTypeStats>> {
         pipe.cmd("HGETALL").arg(inner.key(&format!("count:{t}")));
     }
     let hashes: Vec<HashMap<String, i64>> = pipe.query_async(&mut c).await.map_err(map)?;
-    Ok(types
+    let mut stats: Vec<JobTypeStats> = types
         .into_iter()
         .zip(hashes.chunks(2))
         .map(|(job_type, h)| {
@@ -162,6 +162,7 @@ pub(super) async fn stats(inner: &Inner) -> Result<Vec<JobTypeStats>> {
                         processing: d("processing"),
                         retrying: d("retrying"),
                         failed: d("failed"),
+                        oldest_queued_at_ms: None,
                     }
                 })
                 .collect();
@@ -179,5 +180,60 @@ pub(super) async fn stats(inner: &Inner) -> Result<Vec<JobTypeStats>> {
                 },
             }
         })
-        .collect())
+        .collect();
+    oldest_queued(inner, &mut stats).await?;
+    Ok(stats)
+}
+
+/// Fills in when the oldest queued job of each priority was published: the
+/// first id of the priority's band of the ready set (ids ascend with time),
+/// then that job's `created` field.
+async fn oldest_queued(inner: &Inner, stats: &mut [JobTypeStats]) -> Result<()> {
+    let mut c = inner.conn.clone();
+    let waiting: Vec<(usize, usize)> = stats
+        .iter()
+        .enumerate()
+        .flat_map(|(t, s)| {
+            s.priorities
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.queued > 0)
+                .map(move |(p, _)| (t, p))
+        })
+        .collect();
+    if waiting.is_empty() {
+        return Ok(());
+    }
+    const BAND: u64 = 1 << 44;
+    let mut pipe = redis::pipe();
+    for &(t, p) in &waiting {
+        let band = 3 - u64::from(stats[t].priorities[p].priority.level());
+        pipe.cmd("ZRANGEBYSCORE")
+            .arg(inner.key(&format!("ready:{}", stats[t].job_type)))
+            .arg(band * BAND)
+            .arg(format!("({}", (band + 1) * BAND))
+            .arg("LIMIT")
+            .arg(0)
+            .arg(1);
+    }
+    let heads: Vec<Vec<String>> = pipe.query_async(&mut c).await.map_err(map)?;
+    let found: Vec<((usize, usize), String)> = waiting
+        .into_iter()
+        .zip(heads)
+        .filter_map(|(at, mut ids)| ids.pop().map(|id| (at, id)))
+        .collect();
+    if found.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for (_, id) in &found {
+        pipe.cmd("HGET")
+            .arg(inner.key(&format!("job:{id}")))
+            .arg("created");
+    }
+    let created: Vec<Option<u64>> = pipe.query_async(&mut c).await.map_err(map)?;
+    for (((t, p), _), at) in found.into_iter().zip(created) {
+        stats[t].priorities[p].oldest_queued_at_ms = at;
+    }
+    Ok(())
 }

@@ -197,7 +197,11 @@ impl View {
             let d = &mut t.priorities[s.job.priority.level() as usize];
             match s.status {
                 JobStatus::Pending => d.pending += 1,
-                JobStatus::Queued => d.queued += 1,
+                JobStatus::Queued => {
+                    d.queued += 1;
+                    let at = s.job.created_at_ms;
+                    d.oldest_queued_at_ms = Some(d.oldest_queued_at_ms.map_or(at, |o| o.min(at)));
+                }
                 JobStatus::Processing => d.processing += 1,
                 JobStatus::Retrying => d.retrying += 1,
                 JobStatus::Failed => d.failed += 1,

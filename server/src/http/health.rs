@@ -37,6 +37,7 @@ pub(super) async fn metrics(State(st): State<AppState>) -> Response {
         workers: st.workers.as_ref().map(|w| w.gauges()).unwrap_or_default(),
         scaling: st.workers.as_ref().map(|w| w.scaling()).unwrap_or_default(),
         fsync: st.queue.fsync_latency(),
+        now_ms: crate::time::now_ms(),
         websockets: Some(st.hub.stats().connections as u64),
         connections: Some((st.connections.open() as u64, st.connections.rejected())),
     };

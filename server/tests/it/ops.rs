@@ -565,6 +565,65 @@ async fn a_standalone_broker_serves_metrics_behind_its_keys() {
         m["docproc_jobs_total{job_type=\"pdf_processing\",event=\"produced\"}"],
         1.0
     );
+    // The job waits: its age is there for an autoscaler, and small.
+    let age = m["docproc_queue_oldest_age_seconds{job_type=\"pdf_processing\"}"];
+    assert!((0.0..60.0).contains(&age), "{m:?}");
+    // The container health probe asks the broker's gRPC health service
+    // (no key needed).
+    let probe = tokio::process::Command::from(docproc())
+        .args(["health", &b.url])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        probe.status.success(),
+        "{}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_probe_exits_zero_only_when_the_server_serves() {
+    let s = TestServer::start(|_| {}).await;
+    let health = |url: String| async move {
+        tokio::process::Command::from(docproc())
+            .args(["health", &url, "--timeout-secs", "3"])
+            .output()
+            .await
+            .unwrap()
+    };
+    let ok = health(format!("http://{}/readyz", s.addr)).await;
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let ok = health(format!("http://{}", s.addr)).await;
+    assert!(ok.status.success(), "the path defaults to /healthz");
+    let missing = health(format!("http://{}/no-such-page", s.addr)).await;
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("404"),
+        "{missing:?}"
+    );
+    let closed = format!("127.0.0.1:{}", common::free_port());
+    for url in [
+        format!("http://{closed}/healthz"),
+        format!("grpc://{closed}"),
+    ] {
+        let down = health(url.clone()).await;
+        assert!(!down.status.success(), "{url} answered healthy");
+        assert!(
+            String::from_utf8_lossy(&down.stderr).contains(&closed),
+            "{down:?}"
+        );
+    }
+    let bad = health("ftp://example".into()).await;
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("unknown scheme"),
+        "{bad:?}"
+    );
+    s.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

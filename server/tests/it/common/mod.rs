@@ -266,35 +266,18 @@ impl TestServer {
     }
 
     pub async fn upload(&self, name: &str, bytes: &[u8], fields: &[(&str, &str)]) -> Response {
-        let (ct, body) = multipart(name, bytes, fields);
-        request(self.addr, "POST", "/api/upload-async", Some((&ct, body))).await
+        upload_to(self.addr, name, bytes, fields).await
     }
 
     /// Uploads and returns the job id, asserting 202.
     pub async fn submit(&self, name: &str, bytes: &[u8], fields: &[(&str, &str)]) -> String {
-        let r = self.upload(name, bytes, fields).await;
-        assert_eq!(r.status, 202, "upload answered {}", r.text());
-        r.json()["job_id"].as_str().expect("job_id").to_string()
+        submit_to(self.addr, name, bytes, fields).await
     }
 
     /// Polls the status until it is `want` (or any final status if `want`
     /// is final), panicking after `secs`.
     pub async fn wait(&self, id: &str, want: &str, secs: u64) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-        loop {
-            let s = self.get(&format!("/api/job/{id}/status")).await.json();
-            let status = s["status"].as_str().unwrap_or("").to_string();
-            if status == want {
-                return s;
-            }
-            let final_ = matches!(status.as_str(), "completed" | "failed" | "cancelled");
-            assert!(!final_, "job {id} ended {status}, wanted {want}: {s}");
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "job {id} still {status} after {secs} s, wanted {want}: {s}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_for(self.addr, id, want, secs).await
     }
 
     pub fn uploads(&self) -> Vec<PathBuf> {
@@ -380,6 +363,51 @@ impl Response {
             j["message"].as_str().is_some_and(|m| !m.is_empty()),
             "body: {j}"
         );
+    }
+}
+
+/// `POST /api/upload-async` of one file to the server at `addr`.
+pub async fn upload_to(
+    addr: SocketAddr,
+    name: &str,
+    bytes: &[u8],
+    fields: &[(&str, &str)],
+) -> Response {
+    let (ct, body) = multipart(name, bytes, fields);
+    request(addr, "POST", "/api/upload-async", Some((&ct, body))).await
+}
+
+/// Uploads to the server at `addr` and returns the job id, asserting 202.
+pub async fn submit_to(
+    addr: SocketAddr,
+    name: &str,
+    bytes: &[u8],
+    fields: &[(&str, &str)],
+) -> String {
+    let r = upload_to(addr, name, bytes, fields).await;
+    assert_eq!(r.status, 202, "upload answered {}", r.text());
+    r.json()["job_id"].as_str().expect("job_id").to_string()
+}
+
+/// Polls a job's status at `addr` until it is `want` (or any final status
+/// if `want` is final), panicking after `secs`.
+pub async fn wait_for(addr: SocketAddr, id: &str, want: &str, secs: u64) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let s = request(addr, "GET", &format!("/api/job/{id}/status"), None)
+            .await
+            .json();
+        let status = s["status"].as_str().unwrap_or("").to_string();
+        if status == want {
+            return s;
+        }
+        let final_ = matches!(status.as_str(), "completed" | "failed" | "cancelled");
+        assert!(!final_, "job {id} ended {status}, wanted {want}: {s}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job {id} still {status} after {secs} s, wanted {want}: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
