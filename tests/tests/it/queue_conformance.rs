@@ -344,7 +344,10 @@ mod rabbitmq {
         let text = String::from_utf8_lossy(&listed.stdout).to_string();
         let pid = text
             .lines()
-            .find_map(|l| l.split_once('\t').filter(|(_, props)| props.contains(&want)))
+            .find_map(|l| {
+                l.split_once('\t')
+                    .filter(|(_, props)| props.contains(&want))
+            })
             .map(|(n, _)| n.to_string())
             .unwrap_or_else(|| panic!("no connection named {want:?} in {text}"));
         let closed = std::process::Command::new("rabbitmqctl")
