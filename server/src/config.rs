@@ -98,6 +98,9 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     /// Queue URL; `None` is the embedded broker in `DATA_DIR/queue`.
     pub queue_url: Option<String>,
+    /// How long startup waits for a queue backend that does not answer yet
+    /// (a broker, Redis or RabbitMQ still starting) before giving up.
+    pub queue_wait: Duration,
     /// Largest upload accepted, in bytes.
     pub max_upload_bytes: u64,
     /// Worker pool sizes.
@@ -167,6 +170,7 @@ impl Default for ServeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./data"),
             queue_url: None,
+            queue_wait: Duration::from_secs(60),
             max_upload_bytes: 100 * 1024 * 1024,
             pools: Pools::default(),
             job_timeout: Duration::from_secs(300),

@@ -20,7 +20,7 @@ use crate::notify::{self, Hub, Notifier, NotifyError};
 use crate::results::ResultStore;
 use crate::sandbox::Sandbox;
 use crate::worker::Pools;
-use docproc_queue::{self as queue, QueueError};
+use docproc_queue::{self as queue, Queue, QueueError};
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -223,7 +223,7 @@ async fn start(
     connections: Arc<docproc_broker::conn::Gate>,
 ) -> Result<(AppState, Running), ServeError> {
     let metrics = Arc::new(Metrics::default());
-    let queue = queue::open(&cfg.queue_url()).await?;
+    let queue = open_queue(&cfg.queue_url(), cfg.queue_wait).await?;
     let results = ResultStore::open(cfg.results_dir())?;
     crate::durable::create_private_dir_all_async(cfg.uploads_dir()).await?;
     let notifier = notifier(cfg, queue.clone(), results.clone(), metrics.clone())?;
@@ -282,12 +282,36 @@ async fn start(
     Ok((state, running))
 }
 
+/// Opens the queue, waiting up to `wait` for a backend that does not answer
+/// yet (processes of one deployment start in any order); a bad URL, a
+/// refused key or a backend that is still silent then is an error.
+async fn open_queue(url: &str, wait: Duration) -> Result<Arc<dyn Queue>, ServeError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut pause = Duration::from_millis(250);
+    loop {
+        match queue::open(url).await {
+            Err(e) if e.is_retryable() && tokio::time::Instant::now() + pause < deadline => {
+                tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "waiting for the queue backend");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            opened => return Ok(opened?),
+        }
+    }
+}
+
 /// Runs only the worker pools (no HTTP) until `shutdown` resolves.
 pub async fn work(
     cfg: ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let queue = queue::open(&cfg.queue_url()).await?;
+    let mut shutdown = std::pin::pin!(shutdown);
+    let url = cfg.queue_url();
+    let queue = tokio::select! {
+        q = open_queue(&url, cfg.queue_wait) => q?,
+        // Stopped while waiting for the backend.
+        _ = &mut shutdown => return Ok(()),
+    };
     let results = ResultStore::open(cfg.results_dir())?;
     let metrics = Arc::new(Metrics::default());
     let notifier = notifier(&cfg, queue.clone(), results.clone(), metrics.clone())?;
@@ -317,7 +341,7 @@ pub async fn work(
     };
     tracing::info!(queue = %queue.backend(), pools = ?cfg.pools, "docproc worker ready");
     let outcome = tokio::select! {
-        _ = shutdown => Ok(()),
+        _ = &mut shutdown => Ok(()),
         reason = storage_failed(queue.storage_failure()) => {
             tracing::error!(error = %reason, "the queue's storage failed; docproc worker stops");
             Err(ServeError::Storage(reason))

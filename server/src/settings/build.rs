@@ -217,6 +217,9 @@ pub fn serve(st: &Settings) -> Result<ServeConfig, SettingsError> {
         c.listen = a;
     }
     c.queue_url = queue_url(st)?;
+    if let Some(s) = st.u64_in("queue.wait_secs", 0..=3600)? {
+        c.queue_wait = Duration::from_secs(s);
+    }
     if let Some(n) = st.u64_in("server.max_upload_bytes", 1..=u64::MAX)? {
         c.max_upload_bytes = n;
     }

@@ -96,6 +96,8 @@ pub static SPECS: &[Spec] = &[
       "Kafka brokers HOST:PORT,… with queue.type = kafka [default: 127.0.0.1:9092]"),
     secret(s("queue.rabbitmq_url", &["DOCPROC_RABBITMQ_URL", "RABBITMQ_URL"], "rabbitmq-url", JOBS, Str,
       "RabbitMQ amqp://USER:PASS@HOST:PORT/VHOST with queue.type = rabbitmq [default: amqp://guest:guest@127.0.0.1:5672/%2f]")),
+    s("queue.wait_secs", &["DOCPROC_QUEUE_WAIT_SECS"], "queue-wait-secs", JOBS, Int,
+      "Seconds startup waits for a queue backend that does not answer yet (a broker, Redis or RabbitMQ still starting); then it fails [default: 60]"),
     secret(s("queue.api_key", &["DOCPROC_QUEUE_API_KEY"], "queue-api-key", JOBS, Str,
       "API key presented to a grpc:// broker [default: none]")),
     // Worker pools.

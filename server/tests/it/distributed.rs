@@ -104,3 +104,90 @@ async fn a_produced_job_cannot_read_or_delete_files_outside_the_uploads() {
     let r = s.get(&format!("/api/job/{good}/result")).await.json();
     assert_eq!(r["sheets"][0]["cells"][1], serde_json::json!([1, 2]));
 }
+
+/// Processes of one deployment start in any order: a worker started
+/// before its broker waits for it (`queue.wait_secs`, default 60 s) and
+/// then runs the jobs the server takes; one that waits in vain stops with
+/// the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_started_before_its_broker_waits_for_it() {
+    use std::process::{Command, Stdio};
+    let port = common::free_port();
+    let url = format!("grpc://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let mut worker = common::Proc(
+        Command::new(env!("CARGO_BIN_EXE_docproc"))
+            .args(["worker", "--queue", &url, "--excel-workers", "1"])
+            .args(["--pdf-workers", "0", "--ai-workers", "0"])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // It found no broker and says it waits.
+    let stderr = worker.0.stderr.take().unwrap();
+    let (said, waiting) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut said = Some(said);
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("waiting for the queue backend") {
+                if let Some(s) = said.take() {
+                    let _ = s.send(());
+                }
+            }
+        }
+    });
+    tokio::time::timeout(std::time::Duration::from_secs(30), waiting)
+        .await
+        .expect("the worker says it waits for the broker")
+        .unwrap();
+    let broker_dir = tempfile::tempdir().unwrap();
+    let mut broker = Command::new(env!("CARGO_BIN_EXE_docproc"));
+    broker
+        .args(["broker", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(broker_dir.path());
+    let _broker = common::Proc(common::announced(broker).0);
+    let queue = url.clone();
+    let s = TestServer::start_in(dir, move |c| {
+        c.queue_url = Some(queue);
+        c.pools = common::no_local_workers();
+    })
+    .await;
+    let id = s.submit("late.csv", b"a,b\n1,2\n", &[]).await;
+    s.wait(&id, "completed", 60).await;
+    assert!(
+        worker.0.try_wait().unwrap().is_none(),
+        "the same worker ran it"
+    );
+    s.stop().await;
+
+    // Nothing ever answers: the wait ends with the reason.
+    let silent = format!("grpc://127.0.0.1:{}", common::free_port());
+    let data = tempfile::tempdir().unwrap();
+    let mut gives_up = common::Proc(
+        Command::new(env!("CARGO_BIN_EXE_docproc"))
+            .args(["worker", "--queue", &silent, "--queue-wait-secs", "1"])
+            .arg("--data-dir")
+            .arg(data.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let status = common::exit_within(&mut gives_up, 30).await;
+    assert!(!status.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut gives_up.0.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("waiting for the queue backend"), "{err}");
+    assert!(
+        err.to_lowercase().contains("unavailable") || err.contains("connect"),
+        "{err}"
+    );
+}
