@@ -111,21 +111,10 @@ async fn a_produced_job_cannot_read_or_delete_files_outside_the_uploads() {
 /// the reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_started_before_its_broker_waits_for_it() {
-    use std::process::{Command, Stdio};
     let port = common::free_port();
     let url = format!("grpc://127.0.0.1:{port}");
     let dir = tempfile::tempdir().unwrap();
-    let mut worker = common::Proc(
-        Command::new(env!("CARGO_BIN_EXE_docproc"))
-            .args(["worker", "--queue", &url, "--excel-workers", "1"])
-            .args(["--pdf-workers", "0", "--ai-workers", "0"])
-            .arg("--data-dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut worker = worker_logging(&url, dir.path(), &["--excel-workers", "1"]);
     // It found no broker and says it waits.
     let stderr = worker.0.stderr.take().unwrap();
     let (said, waiting) = tokio::sync::oneshot::channel();
@@ -148,7 +137,7 @@ async fn a_worker_started_before_its_broker_waits_for_it() {
         .expect("the worker says it waits for the broker")
         .unwrap();
     let broker_dir = tempfile::tempdir().unwrap();
-    let mut broker = Command::new(env!("CARGO_BIN_EXE_docproc"));
+    let mut broker = std::process::Command::new(env!("CARGO_BIN_EXE_docproc"));
     broker
         .args(["broker", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--data-dir")
@@ -171,16 +160,7 @@ async fn a_worker_started_before_its_broker_waits_for_it() {
     // Nothing ever answers: the wait ends with the reason.
     let silent = format!("grpc://127.0.0.1:{}", common::free_port());
     let data = tempfile::tempdir().unwrap();
-    let mut gives_up = common::Proc(
-        Command::new(env!("CARGO_BIN_EXE_docproc"))
-            .args(["worker", "--queue", &silent, "--queue-wait-secs", "1"])
-            .arg("--data-dir")
-            .arg(data.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut gives_up = worker_logging(&silent, data.path(), &["--queue-wait-secs", "1"]);
     let status = common::exit_within(&mut gives_up, 30).await;
     assert!(!status.success());
     let mut err = String::new();
@@ -190,4 +170,21 @@ async fn a_worker_started_before_its_broker_waits_for_it() {
         err.to_lowercase().contains("unavailable") || err.contains("connect"),
         "{err}"
     );
+}
+
+/// `docproc worker` on `queue` without PDF or analysis workers, with
+/// `extra` flags, its log readable on stderr.
+fn worker_logging(queue: &str, dir: &std::path::Path, extra: &[&str]) -> common::Proc {
+    common::Proc(
+        std::process::Command::new(env!("CARGO_BIN_EXE_docproc"))
+            .args(["worker", "--queue", queue])
+            .args(["--pdf-workers", "0", "--ai-workers", "0"])
+            .args(extra)
+            .arg("--data-dir")
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
 }
