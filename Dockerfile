@@ -1,3 +1,4 @@
+# syntax=docker/dockerfile:1
 # docproc in a container: built in the Rust image, run in a slim Debian
 # with the one binary. `docker compose up` (docker-compose.yml) runs the
 # design's deployment from it.
@@ -7,6 +8,9 @@
 # (RocksDB, librdkafka for the kafka:// adapter).
 
 FROM rust:1.95-bookworm AS build
+# Debian's own versions of the release the image is built on: pinning them
+# would break the build at Debian's next point release (hadolint DL3008).
+# hadolint ignore=DL3008
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends clang libclang-dev \
  && rm -rf /var/lib/apt/lists/*
@@ -21,6 +25,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 FROM debian:bookworm-slim
 # ca-certificates: webhooks, mail and LLM endpoints over TLS.
+# hadolint ignore=DL3008
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \

