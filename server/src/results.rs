@@ -146,7 +146,9 @@ impl ResultStore {
 }
 
 /// Removes the entries (files or directories) of `dir` last modified before
-/// `now - retention`; answers how many.
+/// `now - retention`; answers how many. Several servers may share the data
+/// directory and sweep it at once: an entry another one removed first is
+/// skipped, not an error that ends the sweep.
 pub async fn remove_older_than(dir: &Path, retention: Duration) -> std::io::Result<usize> {
     let cutoff = SystemTime::now()
         .checked_sub(retention)
@@ -154,20 +156,31 @@ pub async fn remove_older_than(dir: &Path, retention: Duration) -> std::io::Resu
     let mut removed = 0;
     let mut entries = tokio::fs::read_dir(dir).await?;
     while let Some(entry) = entries.next_entry().await? {
-        let meta = entry.metadata().await?;
-        if meta.modified()? >= cutoff {
-            continue;
-        }
-        let gone = if meta.is_dir() {
-            tokio::fs::remove_dir_all(entry.path()).await
-        } else {
-            tokio::fs::remove_file(entry.path()).await
-        };
-        if gone.is_ok() {
+        if remove_if_older(&entry.path(), cutoff).await? {
             removed += 1;
         }
     }
     Ok(removed)
+}
+
+/// Removes `path` if it was last modified before `cutoff`; `false` when it
+/// is newer or already gone.
+async fn remove_if_older(path: &Path, cutoff: SystemTime) -> std::io::Result<bool> {
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    let meta = match tokio::fs::symlink_metadata(path).await {
+        Err(e) if gone(&e) => return Ok(false),
+        meta => meta?,
+    };
+    if meta.modified()? >= cutoff {
+        return Ok(false);
+    }
+    let removed = if meta.is_dir() {
+        tokio::fs::remove_dir_all(path).await
+    } else {
+        tokio::fs::remove_file(path).await
+    };
+    // Gone meanwhile, or left for the next sweep.
+    Ok(removed.is_ok())
 }
 
 #[cfg(test)]
@@ -196,5 +209,19 @@ mod tests {
             "a directory and a file"
         );
         assert!(store.read(&"42".into(), Artifact::Json).await.is_err());
+    }
+
+    /// Another server sweeping the same directory removed the entry first.
+    #[tokio::test]
+    async fn an_entry_swept_by_someone_else_is_skipped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cutoff = SystemTime::now() + Duration::from_secs(60);
+        let gone = tmp.path().join("gone");
+        assert!(!remove_if_older(&gone, cutoff).await.unwrap());
+        let file = tmp.path().join("old");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(remove_if_older(&file, cutoff).await.unwrap());
+        assert!(!file.exists());
+        assert!(!remove_if_older(&file, cutoff).await.unwrap(), "twice");
     }
 }
