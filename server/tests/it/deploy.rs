@@ -336,4 +336,25 @@ async fn the_compose_stack_processes_uploads_under_podman() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+
+    // A stop is a SIGTERM to each docproc (PID 1 of its container): every
+    // one drains and exits 0 within the grace, none is killed.
+    run_ok(&mut stack.compose(&["stop", "-t", "60"]));
+    let out = run_ok(stack.podman().args([
+        "ps",
+        "--all",
+        "--filter",
+        &format!("label=io.podman.compose.project={}", stack.project),
+        "--format",
+        "{{.Names}} {{.ExitCode}}",
+    ]));
+    let exits = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(exits.lines().count(), 5, "{exits}");
+    for line in exits.lines() {
+        assert!(
+            line.ends_with(" 0"),
+            "not a clean stop: {line}\n{}",
+            stack.logs()
+        );
+    }
 }
