@@ -4,6 +4,9 @@
 # design's deployment from it.
 #   docker build -t docproc .
 #   docker build --build-arg FEATURES=redis -t docproc:lean .
+#   docker run -p 8080:8080 -v docproc:/data -e DOCPROC_API_KEYS=… docproc
+# (a server listening beyond loopback refuses to start without API keys,
+# or DOCPROC_INSECURE=true where only trusted clients reach it).
 # The build needs clang/libclang (RocksDB's bindings) and a C/C++ toolchain
 # (RocksDB, librdkafka for the kafka:// adapter).
 

@@ -453,13 +453,13 @@ impl Queue for RabbitQueue {
         Ok(self.inner.view.watch(filter, self.inner.closed.subscribe()))
     }
 
-    /// Closes the connection: messages still held go back to their queues.
     /// Turns `Some` when the connection to RabbitMQ is lost or the status
     /// stream stops being read ([`Inner::lose`]).
     fn storage_failure(&self) -> Option<watch::Receiver<Option<String>>> {
         Some(self.inner.lost.subscribe())
     }
 
+    /// Closes the connection: messages still held go back to their queues.
     async fn close(&self) {
         if self.inner.closed.send_replace(true) {
             return;
