@@ -22,10 +22,12 @@ pub(super) fn router() -> Router<AppState> {
 /// What the stats endpoint answers.
 #[derive(Debug, Serialize, ToSchema)]
 pub(super) struct StatsView {
-    /// The queue backend: rocksdb, memory, grpc, redis or kafka.
+    /// The queue backend: rocksdb, memory, grpc, redis, kafka or rabbitmq.
     backend: &'static str,
     /// Per job type: `job_type`, `priorities[]` with `priority, pending,
-    /// queued, processing, retrying, failed`, and lifetime `counters`.
+    /// queued, processing, retrying, failed` and, while jobs wait,
+    /// `oldest_queued_at_ms` (when the oldest queued job was published, ms
+    /// since the Unix epoch), and lifetime `counters`.
     #[schema(value_type = Vec<Object>)]
     job_types: Vec<JobTypeStats>,
     /// This process's worker pools by job type (`size`, `busy`); null
