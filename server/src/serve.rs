@@ -172,7 +172,7 @@ pub async fn serve(
             Err(ServeError::Storage(reason))
         }
     };
-    running.stop(&cfg).await;
+    running.stop(grace(&cfg, &served)).await;
     queue.close().await;
     drop(abort_tx);
     served
@@ -205,10 +205,11 @@ struct Running {
 }
 
 impl Running {
-    /// Stops taking jobs, drains the pools, ends the other tasks.
-    async fn stop(&mut self, cfg: &ServeConfig) {
+    /// Stops taking jobs, drains the pools within `grace`, ends the other
+    /// tasks.
+    async fn stop(&mut self, grace: Duration) {
         self.stop.send_replace(true);
-        drain(&mut self.workers, &self.pools, cfg.shutdown_grace).await;
+        drain(&mut self.workers, &self.pools, grace).await;
         for t in self.tasks.drain(..) {
             let _ = t.await;
         }
@@ -348,12 +349,23 @@ pub async fn work(
         }
     };
     stop.send_replace(true);
-    drain(&mut workers, &pools, cfg.shutdown_grace).await;
+    drain(&mut workers, &pools, grace(&cfg, &outcome)).await;
     if let Some(ops) = ops {
         let _ = ops.await;
     }
     queue.close().await;
     outcome
+}
+
+/// How long jobs in hand may run on as the process stops: the configured
+/// grace on a shutdown, none once the queue failed — their results could
+/// not be recorded, and the backend has handed (or will hand) the jobs to
+/// other workers.
+fn grace<T>(cfg: &ServeConfig, outcome: &Result<T, ServeError>) -> Duration {
+    match outcome {
+        Err(ServeError::Storage(_)) => Duration::ZERO,
+        _ => cfg.shutdown_grace,
+    }
 }
 
 /// Lets jobs in hand finish within `grace`; then extractions still running

@@ -104,6 +104,38 @@ pub fn amqp_url() -> Option<String> {
     }
 }
 
+/// Closes, from the RabbitMQ side (as an operator or a broker restart
+/// would), the connection a docproc process `pid` opened for the queue
+/// prefix `prefix` (connections are named `docproc PREFIX pid PID`).
+/// `false` when there is no `rabbitmqctl` on this machine (a remote
+/// RabbitMQ); panics when no such connection is open.
+pub fn close_amqp_connection(prefix: &str, pid: u32) -> bool {
+    let listed = std::process::Command::new("rabbitmqctl")
+        .args(["list_connections", "-q", "--no-table-headers"])
+        .args(["pid", "client_properties"])
+        .output();
+    let Ok(listed) = listed else {
+        return false;
+    };
+    assert!(listed.status.success(), "{listed:?}");
+    let want = format!("docproc {prefix} pid {pid}");
+    let text = String::from_utf8_lossy(&listed.stdout).to_string();
+    let conn = text
+        .lines()
+        .find_map(|l| {
+            l.split_once('\t')
+                .filter(|(_, props)| props.contains(&want))
+        })
+        .map(|(c, _)| c.to_string())
+        .unwrap_or_else(|| panic!("no connection named {want:?} in {text}"));
+    let closed = std::process::Command::new("rabbitmqctl")
+        .args(["close_connection", &conn, "closed by the test"])
+        .output()
+        .expect("rabbitmqctl close_connection");
+    assert!(closed.status.success(), "{closed:?}");
+    true
+}
+
 /// Whether `HOST:PORT` accepts a TCP connection within 2 s.
 fn accepts(hostport: &str) -> bool {
     std::net::ToSocketAddrs::to_socket_addrs(hostport)

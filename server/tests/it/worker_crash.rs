@@ -6,20 +6,10 @@
 
 use crate::common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{script, TestServer};
-
-/// Kills a child process when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{script, Proc, TestServer};
 
 fn worker(url: &str, dir: &std::path::Path, extractor: Option<&std::path::Path>) -> Proc {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_docproc"));
@@ -117,32 +107,59 @@ async fn kafka_job_of_a_killed_worker_is_retried() {
 #[cfg(feature = "rabbitmq")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_job_of_a_killed_worker_is_retried() {
-    let server = std::env::var("AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-    let hostport = server
-        .trim_start_matches("amqp://")
-        .rsplit_once('@')
-        .map_or(server.as_str(), |(_, h)| h)
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    let reachable = std::net::ToSocketAddrs::to_socket_addrs(hostport.as_str())
-        .ok()
-        .and_then(|mut a| a.next())
-        .is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok());
-    if !reachable {
+    let Some(server) = docproc_tests::services::amqp_url() else {
+        return;
+    };
+    let url = format!("{server}?prefix=docproc-test-crash-{}", std::process::id());
+    survives_a_killed_worker(url.clone()).await;
+    remove_rabbitmq_queues(&url).await;
+}
+
+/// A worker whose RabbitMQ connection is closed under it (a RabbitMQ
+/// restart, an operator) cannot go on — lapin does not reconnect — so the
+/// process stops with an error for its supervisor to start it again,
+/// instead of running on with a dead queue; the job it held runs on the
+/// next worker as attempt 2.
+#[cfg(feature = "rabbitmq")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_worker_whose_connection_is_closed_stops() {
+    let Some(server) = docproc_tests::services::amqp_url() else {
+        return;
+    };
+    let prefix = format!("docproc-test-closed-{}", std::process::id());
+    let url = format!("{server}?prefix={prefix}");
+    let queue = url.clone();
+    let s = TestServer::start(move |c| {
+        c.queue_url = Some(queue);
+        c.pools = common::no_local_workers();
+    })
+    .await;
+    let hang = script(s.dir.path(), "sleep 60");
+    let id = s.submit("a.csv", b"region,total\nNorth,3\n", &[]).await;
+    let mut first = worker(&url, s.dir.path(), Some(&hang));
+    s.wait(&id, "processing", 60).await;
+    if !docproc_tests::services::close_amqp_connection(&prefix, first.0.id()) {
         assert!(
             std::env::var_os("CI").is_none(),
-            "CI is set but RabbitMQ at {hostport} does not answer"
+            "CI is set but rabbitmqctl is missing"
         );
-        eprintln!("SKIPPED: RabbitMQ at {hostport} does not answer");
+        eprintln!("SKIPPED: no rabbitmqctl to close the connection with");
+        s.stop().await;
+        remove_rabbitmq_queues(&url).await;
         return;
     }
-    let prefix = format!("docproc-test-crash-{}", std::process::id());
-    let url = format!("{server}?prefix={prefix}");
-    survives_a_killed_worker(url.clone()).await;
-    // Leave nothing behind on the shared RabbitMQ.
+    let status = common::exit_within(&mut first, 30).await;
+    assert!(!status.success(), "{status}");
+    let _second = worker(&url, s.dir.path(), None);
+    let st = s.wait(&id, "completed", 60).await;
+    assert_eq!(st["attempts"], 2, "{st}");
+    s.stop().await;
+    remove_rabbitmq_queues(&url).await;
+}
+
+/// Leaves nothing of a test behind on the shared RabbitMQ.
+#[cfg(feature = "rabbitmq")]
+async fn remove_rabbitmq_queues(url: &str) {
     let types = [
         "excel_processing",
         "pdf_processing",
@@ -150,7 +167,7 @@ async fn rabbitmq_job_of_a_killed_worker_is_retried() {
         "webhook_delivery",
         "email_delivery",
     ];
-    docproc_queue::rabbitmq::remove(&url, &types)
+    docproc_queue::rabbitmq::remove(url, &types)
         .await
         .expect("delete the test's queues");
 }

@@ -328,36 +328,6 @@ mod rabbitmq {
 
     docproc_tests::conformance_suite!(open);
 
-    /// Closes, from the RabbitMQ side, the connection of the queue whose
-    /// prefix is `prefix` (as an operator or a broker restart would);
-    /// `false` when `rabbitmqctl` is not on this machine.
-    fn close_connection_of(prefix: &str) -> bool {
-        let listed = std::process::Command::new("rabbitmqctl")
-            .args(["list_connections", "-q", "--no-table-headers"])
-            .args(["pid", "client_properties"])
-            .output();
-        let Ok(listed) = listed else {
-            return false;
-        };
-        assert!(listed.status.success(), "{listed:?}");
-        let want = format!("docproc {prefix} pid {}", std::process::id());
-        let text = String::from_utf8_lossy(&listed.stdout).to_string();
-        let pid = text
-            .lines()
-            .find_map(|l| {
-                l.split_once('\t')
-                    .filter(|(_, props)| props.contains(&want))
-            })
-            .map(|(n, _)| n.to_string())
-            .unwrap_or_else(|| panic!("no connection named {want:?} in {text}"));
-        let closed = std::process::Command::new("rabbitmqctl")
-            .args(["close_connection", &pid, "closed by the test"])
-            .output()
-            .expect("rabbitmqctl close_connection");
-        assert!(closed.status.success(), "{closed:?}");
-        true
-    }
-
     /// lapin does not reconnect: a lost connection makes the queue report
     /// itself failed (the server then stops, for its supervisor to restart
     /// it) and its calls fail at once; the job it held goes back to
@@ -385,7 +355,7 @@ mod rabbitmq {
             .expect("consume");
         let held = leases.next().await.expect("a lease").expect("lease");
         assert_eq!(held.attempt(), 1);
-        if !close_connection_of(&prefix) {
+        if !docproc_tests::services::close_amqp_connection(&prefix, std::process::id()) {
             assert!(
                 std::env::var_os("CI").is_none(),
                 "CI is set but rabbitmqctl is missing"
