@@ -344,47 +344,34 @@ impl Metrics {
                 esc(ty)
             );
         }
-        help(
-            &mut out,
-            "docproc_pool_min_workers",
-            "gauge",
-            "Fewest workers a pool of this process keeps.",
-        );
-        for p in &snap.scaling {
-            let _ = writeln!(
-                out,
-                "docproc_pool_min_workers{{job_type=\"{}\"}} {}",
-                esc(&p.job_type),
-                p.min
-            );
-        }
-        help(
-            &mut out,
-            "docproc_pool_max_workers",
-            "gauge",
-            "Most workers a pool of this process may grow to.",
-        );
-        for p in &snap.scaling {
-            let _ = writeln!(
-                out,
-                "docproc_pool_max_workers{{job_type=\"{}\"}} {}",
-                esc(&p.job_type),
-                p.max
-            );
-        }
-        help(
-            &mut out,
-            "docproc_pool_target_workers",
-            "gauge",
-            "The size a pool is heading for after its last scaling decision.",
-        );
-        for p in &snap.scaling {
-            let _ = writeln!(
-                out,
-                "docproc_pool_target_workers{{job_type=\"{}\"}} {}",
-                esc(&p.job_type),
-                p.target
-            );
+        type Size = fn(&PoolScaling) -> usize;
+        let bounds: [(&str, &str, Size); 3] = [
+            (
+                "docproc_pool_min_workers",
+                "Fewest workers a pool of this process keeps.",
+                |p| p.min,
+            ),
+            (
+                "docproc_pool_max_workers",
+                "Most workers a pool of this process may grow to.",
+                |p| p.max,
+            ),
+            (
+                "docproc_pool_target_workers",
+                "The size a pool is heading for after its last scaling decision.",
+                |p| p.target,
+            ),
+        ];
+        for (name, text, value) in bounds {
+            help(&mut out, name, "gauge", text);
+            for p in &snap.scaling {
+                let _ = writeln!(
+                    out,
+                    "{name}{{job_type=\"{}\"}} {}",
+                    esc(&p.job_type),
+                    value(p)
+                );
+            }
         }
         help(
             &mut out,

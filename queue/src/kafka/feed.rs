@@ -391,27 +391,13 @@ impl Feed {
             snap.expiries += 1;
             snap.error = Some("lease expired: the worker's process went away".into());
         }
-        if cancel {
-            inner.finish(&mut snap, JobStatus::Cancelled, now).await?;
-            self.done(&b.topic, b.partition, b.offset);
-            return Ok(None);
-        }
-        if snap.attempts > snap.job.max_retries {
-            inner.finish(&mut snap, JobStatus::Failed, now).await?;
+        if inner.ends_before_start(&mut snap, cancel, now).await? {
             self.done(&b.topic, b.partition, b.offset);
             return Ok(None);
         }
         let token = delivery_id();
-        let deadline_ms = now + snap.job.timeout.as_millis() as u64;
-        snap.rev += 1;
-        snap.status = JobStatus::Processing;
-        snap.attempts += 1;
-        snap.worker_id = Some(worker.to_string());
-        snap.started_at_ms = Some(now);
-        snap.updated_at_ms = now;
-        snap.progress = None;
+        let deadline_ms = snap.start(worker, now);
         snap.leased_at = Some(coord);
-        snap.deadline_ms = Some(deadline_ms);
         inner.write_status(&snap).await?;
         lock(&self.state).inflight.insert(
             id.clone(),

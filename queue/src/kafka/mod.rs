@@ -358,20 +358,6 @@ impl Inner {
             .map_err(|(e, _)| unavailable("send", e))
     }
 
-    /// Sends a job message to its job topic.
-    async fn send_job(&self, msg: &JobMsg) -> Result<()> {
-        let topics = self.job_topics(&msg.job.job_type);
-        self.ensure_topics(&topics, false).await?;
-        let topic = &topics[msg.job.priority.level() as usize];
-        self.send(
-            topic,
-            &msg.job.job_id.0,
-            Some(&encode(msg)?),
-            Some(msg.attempt),
-        )
-        .await
-    }
-
     /// A lease this process handed out ran out: the job goes back to its
     /// topic as the next attempt, or fails when out of attempts.
     async fn expire(&self, id: &JobId, now: u64) -> Result<()> {
@@ -381,32 +367,7 @@ impl Inner {
         if snap.status != JobStatus::Processing {
             return Ok(());
         }
-        snap.expiries += 1;
-        snap.error = Some(format!(
-            "lease expired: no word from the worker for {} ms",
-            snap.job.timeout.as_millis()
-        ));
-        if cancel {
-            return self.finish(&mut snap, JobStatus::Cancelled, now).await;
-        }
-        if snap.attempts > snap.job.max_retries {
-            return self.finish(&mut snap, JobStatus::Failed, now).await;
-        }
-        let delivery = delivery_id();
-        self.send_job(&JobMsg {
-            job: snap.job.clone(),
-            delivery: delivery.clone(),
-            attempt: snap.attempts + 1,
-            due_ms: None,
-        })
-        .await?;
-        snap.rev += 1;
-        snap.status = JobStatus::Queued;
-        snap.delivery = delivery;
-        snap.leased_at = None;
-        snap.deadline_ms = None;
-        snap.updated_at_ms = now;
-        self.write_status(&snap).await
+        self.expire_lease(&mut snap, cancel, now).await
     }
 
     /// The feed of a job type, started on first use.
@@ -436,6 +397,20 @@ impl StatusLog for Inner {
         .await?;
         self.view.apply(snap.clone());
         Ok(())
+    }
+
+    /// To its job topic.
+    async fn send_job(&self, msg: &JobMsg) -> Result<()> {
+        let topics = self.job_topics(&msg.job.job_type);
+        self.ensure_topics(&topics, false).await?;
+        let topic = &topics[msg.job.priority.level() as usize];
+        self.send(
+            topic,
+            &msg.job.job_id.0,
+            Some(&encode(msg)?),
+            Some(msg.attempt),
+        )
+        .await
     }
 
     /// Through the delayed topic.
@@ -468,29 +443,7 @@ impl Queue for KafkaQueue {
                 .await?;
             snaps.push(wire::first_state(j, now));
         }
-        // Status first, so a consumer always finds the job's record.
-        futures::future::try_join_all(snaps.iter().map(|(s, _)| inner.write_status(s))).await?;
-        let sent = futures::future::try_join_all(snaps.iter().map(|(s, later)| async move {
-            let msg = JobMsg {
-                job: s.job.clone(),
-                delivery: s.delivery.clone(),
-                attempt: 1,
-                due_ms: *later,
-            };
-            match later {
-                Some(_) => inner.send_delayed(&msg).await,
-                None => inner.send_job(&msg).await,
-            }
-        }))
-        .await;
-        if let Err(e) = sent {
-            for (mut s, _) in snaps {
-                s.error = Some(format!("publish failed: {e}"));
-                let _ = inner.finish(&mut s, JobStatus::Failed, now_ms()).await;
-            }
-            return Err(e);
-        }
-        Ok(snaps.into_iter().map(|(s, _)| s.job.job_id).collect())
+        inner.publish_first(snaps).await
     }
 
     async fn consume(&self, job_types: &[String], opts: ConsumeOptions) -> Result<LeaseStream> {

@@ -202,25 +202,12 @@ async fn admit(
         snap.expiries += 1;
         snap.error = Some("lease lost: the worker's connection closed".into());
     }
-    if cancel {
-        inner.finish(&mut snap, JobStatus::Cancelled, now).await?;
+    if inner.ends_before_start(&mut snap, cancel, now).await? {
         return Ok(None);
     }
-    if snap.attempts > snap.job.max_retries {
-        inner.finish(&mut snap, JobStatus::Failed, now).await?;
-        return Ok(None);
-    }
-    let deadline_ms = now + snap.job.timeout.as_millis() as u64;
     let token = delivery_id();
-    snap.rev += 1;
+    let deadline_ms = snap.start(worker, now);
     snap.lease = Some(token.clone());
-    snap.status = JobStatus::Processing;
-    snap.attempts += 1;
-    snap.worker_id = Some(worker.to_string());
-    snap.started_at_ms = Some(now);
-    snap.updated_at_ms = now;
-    snap.progress = None;
-    snap.deadline_ms = Some(deadline_ms);
     inner.write_status(&snap).await?;
     let held = Arc::new(Mutex::new(Held {
         done: false,
@@ -317,36 +304,7 @@ async fn expire(inner: &Inner, id: &JobId, token: &str) -> Result<()> {
     if !holds(&snap, token) {
         return Ok(());
     }
-    let now = now_ms();
-    snap.expiries += 1;
-    snap.error = Some(format!(
-        "lease expired: no word from the worker for {} ms",
-        snap.job.timeout.as_millis()
-    ));
-    if cancel {
-        return inner.finish(&mut snap, JobStatus::Cancelled, now).await;
-    }
-    if snap.attempts > snap.job.max_retries {
-        return inner.finish(&mut snap, JobStatus::Failed, now).await;
-    }
-    let next = delivery_id();
-    // The next attempt's message first: if this process dies before the
-    // status is written, the held message is redelivered and runs instead.
-    inner
-        .send_job(&JobMsg {
-            job: snap.job.clone(),
-            delivery: next.clone(),
-            attempt: snap.attempts + 1,
-            due_ms: None,
-        })
-        .await?;
-    snap.rev += 1;
-    snap.status = JobStatus::Queued;
-    snap.lease = None;
-    snap.delivery = next;
-    snap.deadline_ms = None;
-    snap.updated_at_ms = now;
-    inner.write_status(&snap).await
+    inner.expire_lease(&mut snap, cancel, now_ms()).await
 }
 
 struct RabbitLease {

@@ -327,16 +327,6 @@ impl Inner {
             .await;
         confirmed("publish", sent).await
     }
-
-    /// Sends a job message to its job queue, ready now.
-    async fn send_job(&self, msg: &JobMsg) -> Result<()> {
-        self.topo
-            .job_type(&self.publisher, &msg.job.job_type)
-            .await?;
-        self.send("", msg).await?;
-        self.wake.notify_waiters();
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -345,6 +335,16 @@ impl StatusLog for Inner {
         self.log(&status_key(&snap.job.job_id), &encode(snap)?)
             .await?;
         self.view.apply(snap.clone());
+        Ok(())
+    }
+
+    /// To its job queue, ready now.
+    async fn send_job(&self, msg: &JobMsg) -> Result<()> {
+        self.topo
+            .job_type(&self.publisher, &msg.job.job_type)
+            .await?;
+        self.send("", msg).await?;
+        self.wake.notify_waiters();
         Ok(())
     }
 
@@ -375,29 +375,7 @@ impl Queue for RabbitQueue {
             inner.topo.job_type(&inner.publisher, &j.job_type).await?;
             snaps.push(wire::first_state(j, now));
         }
-        // Status first, so a worker always finds the job's record.
-        futures::future::try_join_all(snaps.iter().map(|(s, _)| inner.write_status(s))).await?;
-        let sent = futures::future::try_join_all(snaps.iter().map(|(s, later)| async move {
-            let msg = JobMsg {
-                job: s.job.clone(),
-                delivery: s.delivery.clone(),
-                attempt: 1,
-                due_ms: *later,
-            };
-            match later {
-                Some(_) => inner.send_delayed(&msg).await,
-                None => inner.send_job(&msg).await,
-            }
-        }))
-        .await;
-        if let Err(e) = sent {
-            for (mut s, _) in snaps {
-                s.error = Some(format!("publish failed: {e}"));
-                let _ = inner.finish(&mut s, JobStatus::Failed, now_ms()).await;
-            }
-            return Err(e);
-        }
-        Ok(snaps.into_iter().map(|(s, _)| s.job.job_id).collect())
+        inner.publish_first(snaps).await
     }
 
     async fn consume(&self, job_types: &[String], opts: ConsumeOptions) -> Result<LeaseStream> {

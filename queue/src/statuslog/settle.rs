@@ -1,6 +1,7 @@
-//! What a worker's answer does to a held job's state — complete, fail
-//! (retry, fail or cancel), renew — as both log-backed adapters apply it;
-//! each supplies how a state is written and a retry sent ([`StatusLog`]).
+//! The job rules both log-backed adapters apply to their status log — the
+//! first publish, the start of an attempt, a worker's answer (complete,
+//! fail, renew) and a lease running out; each adapter supplies how a state
+//! is written and a job message sent ([`StatusLog`]).
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use serde_json::Value;
 
 use super::wire::{delivery_id, JobMsg, Snapshot};
 use crate::error::Result;
-use crate::model::JobStatus;
+use crate::model::{JobId, JobStatus};
 
 /// A log-backed adapter's writes, and the rules built on them.
 #[async_trait]
@@ -17,8 +18,83 @@ pub(crate) trait StatusLog: Send + Sync {
     /// Writes a job's state and takes it into this process's view.
     async fn write_status(&self, snap: &Snapshot) -> Result<()>;
 
+    /// Sends a job message to its job queue, ready now.
+    async fn send_job(&self, msg: &JobMsg) -> Result<()>;
+
     /// Sends a job message that is due at its `due_ms`.
     async fn send_delayed(&self, msg: &JobMsg) -> Result<()>;
+
+    /// Publishes new jobs from their first states ([`super::wire::first_state`]):
+    /// every status record first, so a worker always finds the job's record,
+    /// then the messages; if a message cannot be sent, the batch's jobs are
+    /// recorded failed and the error answered.
+    async fn publish_first(&self, snaps: Vec<(Snapshot, Option<u64>)>) -> Result<Vec<JobId>> {
+        futures::future::try_join_all(snaps.iter().map(|(s, _)| self.write_status(s))).await?;
+        let sent = futures::future::try_join_all(snaps.iter().map(|(s, later)| async move {
+            let msg = JobMsg {
+                job: s.job.clone(),
+                delivery: s.delivery.clone(),
+                attempt: 1,
+                due_ms: *later,
+            };
+            match later {
+                Some(_) => self.send_delayed(&msg).await,
+                None => self.send_job(&msg).await,
+            }
+        }))
+        .await;
+        if let Err(e) = sent {
+            let now = docproc_broker::Clock::now_ms(&docproc_broker::SystemClock);
+            for (mut s, _) in snaps {
+                s.error = Some(format!("publish failed: {e}"));
+                let _ = self.finish(&mut s, JobStatus::Failed, now).await;
+            }
+            return Err(e);
+        }
+        Ok(snaps.into_iter().map(|(s, _)| s.job.job_id).collect())
+    }
+
+    /// Before a taken job starts: a job a cancel reached ends cancelled, one
+    /// out of attempts ends failed; answers whether it ended.
+    async fn ends_before_start(&self, snap: &mut Snapshot, cancel: bool, now: u64) -> Result<bool> {
+        if cancel {
+            self.finish(snap, JobStatus::Cancelled, now).await?;
+        } else if snap.attempts > snap.job.max_retries {
+            self.finish(snap, JobStatus::Failed, now).await?;
+        } else {
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// A lease this process handed out ran out: the job goes back to its
+    /// queue as the next attempt (that message sent before the state is
+    /// written, so a process dying between the two leaves the held message
+    /// to run), or ends cancelled or failed.
+    async fn expire_lease(&self, snap: &mut Snapshot, cancel: bool, now: u64) -> Result<()> {
+        snap.expiries += 1;
+        snap.error = Some(format!(
+            "lease expired: no word from the worker for {} ms",
+            snap.job.timeout.as_millis()
+        ));
+        if self.ends_before_start(snap, cancel, now).await? {
+            return Ok(());
+        }
+        let delivery = delivery_id();
+        self.send_job(&JobMsg {
+            job: snap.job.clone(),
+            delivery: delivery.clone(),
+            attempt: snap.attempts + 1,
+            due_ms: None,
+        })
+        .await?;
+        snap.rev += 1;
+        snap.status = JobStatus::Queued;
+        snap.delivery = delivery;
+        snap.updated_at_ms = now;
+        snap.end_lease();
+        self.write_status(snap).await
+    }
 
     /// Ends a job in a final status.
     async fn finish(&self, snap: &mut Snapshot, to: JobStatus, now: u64) -> Result<()> {

@@ -89,6 +89,22 @@ impl Snapshot {
         }
     }
 
+    /// The state of a new attempt by `worker`, its lease running a job
+    /// timeout from `now`; answers the lease's deadline. The adapter adds
+    /// where the lease is (`lease` or `leased_at`).
+    pub(crate) fn start(&mut self, worker: &str, now: u64) -> u64 {
+        let deadline_ms = now + self.job.timeout.as_millis() as u64;
+        self.rev += 1;
+        self.status = JobStatus::Processing;
+        self.attempts += 1;
+        self.worker_id = Some(worker.to_string());
+        self.started_at_ms = Some(now);
+        self.updated_at_ms = now;
+        self.progress = None;
+        self.deadline_ms = Some(deadline_ms);
+        deadline_ms
+    }
+
     /// Forgets the lease that held the job (it ended).
     pub(crate) fn end_lease(&mut self) {
         self.leased_at = None;
