@@ -386,6 +386,15 @@ impl Inner {
 
 #[async_trait]
 impl StatusLog for Inner {
+    fn view(&self) -> &View {
+        &self.view
+    }
+
+    async fn write_cancel(&self, id: &JobId) -> Result<()> {
+        self.send(&self.status_topic(), &cancel_key(id), Some(b"{}"), None)
+            .await
+    }
+
     async fn write_status(&self, snap: &Snapshot) -> Result<()> {
         let bytes = encode(snap)?;
         self.send(
@@ -500,32 +509,7 @@ impl Queue for KafkaQueue {
     }
 
     async fn cancel(&self, id: &JobId) -> Result<CancelOutcome> {
-        let Some((mut snap, _)) = self.inner.view.get(id) else {
-            return Err(QueueError::NotFound(id.clone()));
-        };
-        if snap.status.is_final() {
-            return Err(QueueError::Conflict {
-                id: id.clone(),
-                status: snap.status,
-                action: "cancel",
-            });
-        }
-        self.inner
-            .send(
-                &self.inner.status_topic(),
-                &cancel_key(id),
-                Some(b"{}"),
-                None,
-            )
-            .await?;
-        self.inner.view.set_cancel(id.clone(), true);
-        if snap.status == JobStatus::Processing {
-            return Ok(CancelOutcome::Requested);
-        }
-        self.inner
-            .finish(&mut snap, JobStatus::Cancelled, now_ms())
-            .await?;
-        Ok(CancelOutcome::Cancelled)
+        self.inner.cancel(id).await
     }
 
     async fn list(&self, query: &ListQuery) -> Result<JobPage> {

@@ -47,8 +47,8 @@ use self::topology::{bucket_ms, Topology};
 use super::error::{QueueError, Result};
 use super::lease::RetryPolicy;
 use super::model::{
-    validate_batch, validate_job_types, CancelOutcome, JobId, JobPage, JobRecord, JobStatus,
-    JobTypeStats, ListQuery, NewJob, WatchFilter,
+    validate_batch, validate_job_types, CancelOutcome, JobId, JobPage, JobRecord, JobTypeStats,
+    ListQuery, NewJob, WatchFilter,
 };
 use super::url::{QueueUrl, COMMON_PARAMS};
 use crate::api::{ConsumeOptions, EventStream, LeaseStream, Queue};
@@ -331,6 +331,14 @@ impl Inner {
 
 #[async_trait]
 impl StatusLog for Inner {
+    fn view(&self) -> &View {
+        &self.view
+    }
+
+    async fn write_cancel(&self, id: &JobId) -> Result<()> {
+        self.log(&cancel_key(id), b"{}").await
+    }
+
     async fn write_status(&self, snap: &Snapshot) -> Result<()> {
         self.log(&status_key(&snap.job.job_id), &encode(snap)?)
             .await?;
@@ -397,26 +405,7 @@ impl Queue for RabbitQueue {
     }
 
     async fn cancel(&self, id: &JobId) -> Result<CancelOutcome> {
-        let Some((mut snap, _)) = self.inner.view.get(id) else {
-            return Err(QueueError::NotFound(id.clone()));
-        };
-        if snap.status.is_final() {
-            return Err(QueueError::Conflict {
-                id: id.clone(),
-                status: snap.status,
-                action: "cancel",
-            });
-        }
-        self.inner.log(&cancel_key(id), b"{}").await?;
-        self.inner.view.set_cancel(id.clone(), true);
-        if snap.status == JobStatus::Processing {
-            return Ok(CancelOutcome::Requested);
-        }
-        // Its message stays in the queue and is dropped when taken.
-        self.inner
-            .finish(&mut snap, JobStatus::Cancelled, now_ms())
-            .await?;
-        Ok(CancelOutcome::Cancelled)
+        self.inner.cancel(id).await
     }
 
     async fn list(&self, query: &ListQuery) -> Result<JobPage> {

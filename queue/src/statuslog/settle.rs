@@ -8,15 +8,22 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 
+use super::view::View;
 use super::wire::{delivery_id, JobMsg, Snapshot};
-use crate::error::Result;
-use crate::model::{JobId, JobStatus};
+use crate::error::{QueueError, Result};
+use crate::model::{CancelOutcome, JobId, JobStatus};
 
 /// A log-backed adapter's writes, and the rules built on them.
 #[async_trait]
 pub(crate) trait StatusLog: Send + Sync {
     /// Writes a job's state and takes it into this process's view.
     async fn write_status(&self, snap: &Snapshot) -> Result<()>;
+
+    /// This process's view of the status log.
+    fn view(&self) -> &View;
+
+    /// Writes the cancel marker of a job.
+    async fn write_cancel(&self, id: &JobId) -> Result<()>;
 
     /// Sends a job message to its job queue, ready now.
     async fn send_job(&self, msg: &JobMsg) -> Result<()>;
@@ -52,6 +59,30 @@ pub(crate) trait StatusLog: Send + Sync {
             return Err(e);
         }
         Ok(snaps.into_iter().map(|(s, _)| s.job.job_id).collect())
+    }
+
+    /// Cancels a job: a waiting one ends cancelled at once (its message is
+    /// dropped when taken), a running one is marked for its worker, which
+    /// sees the marker on its next heartbeat.
+    async fn cancel(&self, id: &JobId) -> Result<CancelOutcome> {
+        let Some((mut snap, _)) = self.view().get(id) else {
+            return Err(QueueError::NotFound(id.clone()));
+        };
+        if snap.status.is_final() {
+            return Err(QueueError::Conflict {
+                id: id.clone(),
+                status: snap.status,
+                action: "cancel",
+            });
+        }
+        self.write_cancel(id).await?;
+        self.view().set_cancel(id.clone(), true);
+        if snap.status == JobStatus::Processing {
+            return Ok(CancelOutcome::Requested);
+        }
+        let now = docproc_broker::Clock::now_ms(&docproc_broker::SystemClock);
+        self.finish(&mut snap, JobStatus::Cancelled, now).await?;
+        Ok(CancelOutcome::Cancelled)
     }
 
     /// Before a taken job starts: a job a cancel reached ends cancelled, one
